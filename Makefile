@@ -1,0 +1,34 @@
+# kumonet: `make test` and `make demo` work on a fresh Debian 12 machine as root.
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: all deps test lint unit demo bench clean
+
+all: test
+
+$(STAMP): pyproject.toml constraints.txt tools/install-system.sh
+	bash tools/install-system.sh
+	test -x $(PY) || /usr/bin/python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+deps: $(STAMP)
+
+lint: deps
+	$(VENV)/bin/ruff check kumonet tests bench
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+test: lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+unit: deps
+	$(VENV)/bin/pytest -m "not lab and not etcd" $(PYTEST_ARGS)
+
+demo: deps
+	$(PY) -m kumonet.cli.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
