@@ -16,8 +16,10 @@ Semantics, stated once so that backends cannot disagree:
   its last write) and ``version`` (number of writes since creation, 1 after
   create).
 * A :class:`Compare` on an absent key sees ``create_revision == 0``,
-  ``mod_revision == 0``, ``version == 0`` and value ``b""`` - so
-  ``Compare(key, "mod_revision", "==", 0)`` means "key does not exist".
+  ``mod_revision == 0`` and ``version == 0`` - so
+  ``Compare(key, "mod_revision", "==", 0)`` means "key does not exist". A
+  ``value`` compare on an absent key never holds, whatever its op (etcd
+  cannot tell a missing value from ``b""`` and fails such compares).
 * ``txn`` evaluates all compares against one consistent state; if all hold it
   applies ``success`` ops, otherwise ``failure`` ops, atomically, under one
   new revision. Two ops on the same key in one transaction are refused with
