@@ -1,0 +1,102 @@
+"""The HTTP application: Neutron's error format on every failure, the
+caller's identity on every request, the version documents, and the
+resources it is given (wired explicitly by the caller)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+
+from aiohttp import web
+
+from kumonet.api.auth import Authenticator
+from kumonet.api.neutron.extensions import Extension, ExtensionsController
+from kumonet.api.neutron.resource import (
+    IDENTITY_KEY,
+    ResourceController,
+    ResourceLogic,
+    base_url,
+    json_response,
+)
+from kumonet.model.errors import NeutronError
+from kumonet.store.contract import StoreUnavailable
+
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# aiohttp's own refusals, named as webob (and so Neutron) names them.
+_HTTP_TYPES = {400: "HTTPBadRequest", 401: "HTTPUnauthorized", 403: "HTTPForbidden",
+               404: "HTTPNotFound", 405: "HTTPMethodNotAllowed", 406: "HTTPNotAcceptable",
+               413: "HTTPRequestEntityTooLarge", 415: "HTTPUnsupportedMediaType"}
+
+
+def error_response(status: int, type_name: str, message: str, detail: str = "") -> web.Response:
+    return json_response({"NeutronError": {"type": type_name, "message": message,
+                                           "detail": detail}}, status=status)
+
+
+@web.middleware
+async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NeutronError as error:
+        return json_response(error.body(), status=error.status)
+    except web.HTTPException as error:
+        if error.status < 400:
+            raise
+        return error_response(error.status, _HTTP_TYPES.get(error.status, "HTTPError"),
+                              error.reason if error.status != 404 else
+                              "The resource could not be found.")
+    except StoreUnavailable as error:
+        log.warning("store unavailable: %s", error)
+        return error_response(503, "ServiceUnavailable", "The store is unavailable; retry.")
+    except Exception:
+        log.exception("request failed: %s %s", request.method, request.path)
+        return error_response(500, "HTTPInternalServerError",
+                              "Request Failed: internal server error while processing your "
+                              "request.")
+
+
+def identity_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[
+        web.StreamResponse]]:
+    @web.middleware
+    async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path != "/":
+            request[IDENTITY_KEY] = await authenticator.identify(request)
+        return await handler(request)
+
+    return identify
+
+
+class VersionsController:
+    def __init__(self, resources: Sequence[ResourceLogic]) -> None:
+        self.resources = resources
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/", self.versions)
+        app.router.add_get("/v2.0", self.resources_document)
+        app.router.add_get("/v2.0/", self.resources_document)
+
+    async def versions(self, request: web.Request) -> web.Response:
+        return json_response({"versions": [{
+            "id": "v2.0", "status": "CURRENT",
+            "links": [{"rel": "self", "href": f"{base_url(request)}/v2.0/"}]}]})
+
+    async def resources_document(self, request: web.Request) -> web.Response:
+        base = base_url(request)
+        return json_response({"resources": [
+            {"name": r.definition.member, "collection": r.definition.collection,
+             "links": [{"rel": "self", "href": f"{base}/v2.0/{r.definition.collection}"}]}
+            for r in self.resources]})
+
+
+def build_app(resources: Sequence[ResourceLogic], extensions: Sequence[Extension], *,
+              authenticator: Authenticator, max_body_size: int = 114688) -> web.Application:
+    """The whole API: each resource logic gets the generic routes."""
+    app = web.Application(client_max_size=max_body_size,
+                          middlewares=[neutron_errors, identity_middleware(authenticator)])
+    VersionsController(resources).add_routes(app)
+    ExtensionsController(extensions).add_routes(app)
+    for logic in resources:
+        ResourceController(logic).add_routes(app)
+    return app

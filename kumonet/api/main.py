@@ -1,0 +1,106 @@
+"""``kumonet-server``: the Neutron v2.0 API over a store.
+
+Everything is built here and passed in: configuration, store, the resource
+logics (the one list to extend when adding a resource) and the app."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from kumonet.api.app import build_app
+from kumonet.api.auth import Authenticator, KeystoneAuth, NoAuth
+from kumonet.api.config import ServerConfig, load_config
+from kumonet.api.context import ApiContext
+from kumonet.api.neutron.extensions import CORE_EXTENSIONS, Extension
+from kumonet.api.neutron.networks import Networks
+from kumonet.api.neutron.resource import ResourceLogic
+from kumonet.store.contract import Store
+
+log = logging.getLogger("kumonet.server")
+
+
+def build_resources(context: ApiContext) -> tuple[list[ResourceLogic], list[Extension]]:
+    """Every resource the server serves, and the extensions they make real.
+
+    To add a resource: write its logic module, construct it here, append it
+    (and its extensions)."""
+    networks = Networks(context)
+    resources: list[ResourceLogic] = [networks]
+    extensions = list(CORE_EXTENSIONS)
+    return resources, extensions
+
+
+def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
+    if mode == "keystone":
+        return KeystoneAuth(config.keystone_authtoken)
+    return NoAuth()
+
+
+def make_app(store: Store, config: ServerConfig, authenticator: Authenticator) -> web.Application:
+    context = ApiContext(store=store, config=config)
+    resources, extensions = build_resources(context)
+    return build_app(resources, extensions, authenticator=authenticator,
+                     max_body_size=config.max_request_body_size)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"'{value}' is not HOST:PORT")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kumonet-server",
+                                     description="kumonet Neutron v2.0 API server")
+    parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 9696),
+                        metavar="HOST:PORT", help="address to serve on (127.0.0.1:9696)")
+    parser.add_argument("--store", default="sqlite:///kumonet.db",
+                        help="store URL (sqlite:///kumonet.db in the current directory)")
+    parser.add_argument("--auth", choices=("noauth", "keystone"), default="noauth")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="INI file with Neutron's section and option names")
+    parser.add_argument("--log-level", default="INFO")
+    return parser
+
+
+async def serve(args: argparse.Namespace) -> None:
+    from kumonet.store.url import open_store
+
+    config = load_config(args.config)
+    store = await open_store(args.store)
+    try:
+        app = make_app(store, config, make_authenticator(args.auth, config))
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        host, port = args.listen
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        log.info("kumonet-server listening on %s:%d, store %s", host, port, args.store)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        await runner.cleanup()
+    finally:
+        await store.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Resource definitions: each Neutron resource declared once, as data.
+
+A :class:`ResourceDefinition` lists its :class:`Attribute` s: how a client
+value is converted, its default, whether it may be given on create or update,
+and who may read and write it (:class:`Access`). The API's generic machinery
+(body validation, member views, filters, sorting) is derived from it, so
+adding an attribute is one line.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kumonet.model.converters import Converter
+from kumonet.model.errors import BadRequest, NotAuthorized
+
+
+class Access(enum.Enum):
+    """Who may read or write an attribute (Neutron's default policy)."""
+
+    EVERYONE = "everyone"
+    ADMIN = "admin"
+    NOBODY = "nobody"
+
+    def allows(self, is_admin: bool) -> bool:
+        return self is Access.EVERYONE or (self is Access.ADMIN and is_admin)
+
+
+class Default(enum.Enum):
+    """Markers for attributes without a literal default."""
+
+    REQUIRED = "required"  # the client must give it on create
+    COMPUTED = "computed"  # the resource's create logic fills it in
+
+
+@dataclass(frozen=True, slots=True)
+class Attribute:
+    name: str
+    convert: Converter
+    default: Any = Default.COMPUTED
+    on_create: bool = True
+    on_update: bool = True
+    read: Access = Access.EVERYONE
+    write: Access = Access.EVERYONE
+    filterable: bool = True
+    sortable: bool = True
+
+    @property
+    def is_required(self) -> bool:
+        return self.default is Default.REQUIRED
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceDefinition:
+    collection: str
+    member: str
+    attributes: tuple[Attribute, ...]
+    by_name: Mapping[str, Attribute] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        names = [a.name for a in self.attributes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"{self.collection}: duplicate attribute names")
+        object.__setattr__(self, "by_name", {a.name: a for a in self.attributes})
+
+    def with_attributes(self, *extra: Attribute) -> ResourceDefinition:
+        """A new definition with more attributes (extensions add theirs)."""
+        return ResourceDefinition(self.collection, self.member, (*self.attributes, *extra))
+
+    def _body_of(self, body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or not isinstance(body.get(self.member), dict):
+            raise BadRequest(f"Resource body required with key '{self.member}'")
+        if len(body) != 1:
+            raise BadRequest(f"Only one key '{self.member}' is allowed in the body")
+        inner: dict[str, Any] = body[self.member]
+        unknown = [k for k in inner if k not in self.by_name]
+        if unknown:
+            raise BadRequest(f"Unrecognized attribute(s) '{', '.join(sorted(unknown))}'")
+        return inner
+
+    def _check_write(self, attr: Attribute, action: str, is_admin: bool) -> None:
+        if not attr.write.allows(is_admin):
+            raise NotAuthorized(
+                f"rule:{action}_{self.member}:{attr.name} is disallowed by policy")
+
+    def parse_create(self, body: Any, *, is_admin: bool) -> dict[str, Any]:
+        """The converted attributes of a create request, literal defaults
+        filled in; computed ones are left out for the resource's logic."""
+        inner = self._body_of(body)
+        out: dict[str, Any] = {}
+        for attr in self.attributes:
+            if attr.name in inner:
+                if not attr.on_create:
+                    raise BadRequest(f"Attribute '{attr.name}' not allowed in POST")
+                self._check_write(attr, "create", is_admin)
+                out[attr.name] = attr.convert(inner[attr.name])
+            elif attr.is_required:
+                raise BadRequest(f"Failed to parse request. Required attribute '{attr.name}' "
+                                 "not specified")
+            elif attr.default is not Default.COMPUTED:
+                out[attr.name] = attr.default
+        return out
+
+    def parse_update(self, body: Any, *, is_admin: bool) -> dict[str, Any]:
+        inner = self._body_of(body)
+        out: dict[str, Any] = {}
+        for name, value in inner.items():
+            attr = self.by_name[name]
+            if not attr.on_update:
+                raise BadRequest(f"Cannot update read-only attribute {name}")
+            self._check_write(attr, "update", is_admin)
+            out[name] = attr.convert(value)
+        return out
+
+    def view(self, resource: Mapping[str, Any], *, is_admin: bool) -> dict[str, Any]:
+        """What a caller may see of a stored resource."""
+        if is_admin:
+            return {k: v for k, v in resource.items() if k in self.by_name}
+        return {k: v for k, v in resource.items()
+                if (a := self.by_name.get(k)) is not None and a.read.allows(False)}
