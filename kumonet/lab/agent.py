@@ -1,0 +1,73 @@
+"""Each host's kumonet-agent: its configuration file and how it is started.
+
+The file is INI with Neutron's section and option names where they exist
+(``openvswitch_agent.ini``: ``[ovs] integration_bridge, local_ip,
+bridge_mappings, datapath_type, ovsdb_connection``, ``[agent]
+tunnel_types``; ``neutron.conf``: ``[DEFAULT] host``), plus a ``[kumonet]``
+section for what Neutron has no name for. The agent runs inside its host's
+namespace with ``OVS_RUNDIR`` set to the host directory; it reaches the
+servers through the lab's relay (see ``kumonet.lab.relay``).
+"""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import io
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+AGENT_MODULE = "kumonet.agent.main"
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    host: str
+    server_urls: tuple[str, ...]
+    host_dir: Path
+    local_ip: str
+    tunnel_types: tuple[str, ...] = ("vxlan",)
+    bridge_mappings: tuple[tuple[str, str], ...] = ()
+    integration_bridge: str = "br-int"
+    datapath_type: str = "netdev"
+
+    def render(self) -> str:
+        parser = configparser.ConfigParser(interpolation=None)
+        d = self.host_dir
+        parser["DEFAULT"] = {"host": self.host, "state_path": str(d / "agent")}
+        parser["kumonet"] = {
+            "server_urls": ",".join(self.server_urls),
+            "ovs_rundir": str(d),
+            "integration_bridge_mgmt": f"unix:{d / (self.integration_bridge + '.mgmt')}",
+            "vswitchd_unixctl": str(d / "ovs-vswitchd.ctl"),
+        }
+        parser["ovs"] = {
+            "ovsdb_connection": f"unix:{d / 'db.sock'}",
+            "integration_bridge": self.integration_bridge,
+            "datapath_type": self.datapath_type,
+            "local_ip": self.local_ip,
+            "bridge_mappings": ",".join(f"{net}:{br}" for net, br in self.bridge_mappings),
+        }
+        parser["agent"] = {"tunnel_types": ",".join(self.tunnel_types)}
+        out = io.StringIO()
+        out.write("# kumonet-agent configuration, written by `kumonet lab up`\n")
+        parser.write(out)
+        return out.getvalue()
+
+
+def agent_available() -> bool:
+    try:
+        return importlib.util.find_spec(AGENT_MODULE) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def agent_argv(config_file: Path) -> Sequence[str]:
+    """The installed ``kumonet-agent`` script next to this interpreter, else
+    the module run by this interpreter."""
+    script = Path(sys.executable).with_name("kumonet-agent")
+    if script.exists():
+        return [str(script), "--config", str(config_file)]
+    return [sys.executable, "-m", AGENT_MODULE, "--config", str(config_file)]

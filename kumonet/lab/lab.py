@@ -1,0 +1,662 @@
+"""The lab as a Python API: ``Lab.up``, ``Lab.load``, VMs, probes, ``down``.
+
+All methods are coroutines creating their subprocesses in whatever event loop
+runs them; a ``Lab`` holds only paths and the state read from disk, so one
+object can be shared across tests that each run their own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import shutil
+import sys
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from kumonet.lab import agent as agent_mod
+from kumonet.lab import probe
+from kumonet.lab.command import CommandResult, in_netns, run, wait_until
+from kumonet.lab.dhclient import DhclientFiles, DhcpLease, obtain_lease, write_script
+from kumonet.lab.errors import LabError, LabNotFound
+from kumonet.lab.layout import (
+    DEFAULT_PREFIX,
+    DEFAULT_ROOT,
+    LabLayout,
+    check_vm_name,
+    host_name,
+    tap_name,
+)
+from kumonet.lab.neutron import NeutronClient, PortInfo
+from kumonet.lab.ovs import HostOVS
+from kumonet.lab.process import (
+    find_by_marker,
+    is_alive,
+    netns_list,
+    owned_pid,
+    start_detached,
+    stop_pids,
+)
+from kumonet.lab.state import HostRecord, LabState, VmRecord, write_json_atomically
+
+log = logging.getLogger(__name__)
+
+VM_ARP_RETRANS_MS = 100
+
+
+@dataclass(frozen=True)
+class ProcessStatus:
+    name: str
+    pid: int | None
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    netns: str
+    netns_exists: bool
+    underlay_ip: str
+    processes: tuple[ProcessStatus, ...]
+
+
+@dataclass(frozen=True)
+class VmStatus:
+    name: str
+    host: str
+    netns_exists: bool
+    mac: str
+    port_id: str
+    addresses: tuple[str, ...]
+    dhclient_pid: int | None
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    prefix: str
+    run_dir: Path
+    server_urls: tuple[str, ...]
+    relay: ProcessStatus | None
+    hosts: tuple[HostStatus, ...]
+    vms: tuple[VmStatus, ...]
+
+
+@dataclass(frozen=True)
+class TeardownReport:
+    processes: tuple[int, ...]
+    namespaces: tuple[str, ...]
+    interfaces: tuple[str, ...]
+    run_dir_removed: bool
+
+    @property
+    def anything(self) -> bool:
+        return bool(self.processes or self.namespaces or self.interfaces or self.run_dir_removed)
+
+
+def _loopback_targets(server_urls: Sequence[str]) -> list[tuple[str, int]]:
+    """Servers on the machine's loopback, which agents reach through the relay."""
+    targets = []
+    for url in server_urls:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host == "localhost":
+            host = "127.0.0.1"
+        if host.startswith("127."):
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            targets.append((host, port))
+    return targets
+
+
+class Lab:
+    def __init__(self, layout: LabLayout, state: LabState) -> None:
+        self.layout = layout
+        self.state = state
+
+    # construction ----------------------------------------------------------
+    @classmethod
+    def load(cls, prefix: str = DEFAULT_PREFIX, *, root: Path = DEFAULT_ROOT) -> Lab:
+        layout = LabLayout(prefix, root)
+        try:
+            data = json.loads(layout.state_file.read_text())
+        except FileNotFoundError:
+            raise LabNotFound(
+                f"no lab {prefix!r} is up ({layout.state_file} missing);"
+                f" start one with `kumonet lab up --prefix {prefix}`"
+            ) from None
+        return cls(layout, LabState.from_json(data))
+
+    @classmethod
+    async def up(
+        cls,
+        hosts: int,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        root: Path = DEFAULT_ROOT,
+        server_urls: Sequence[str] = (),
+        agents: bool = True,
+        underlay_mtu: int = 1500,
+        tunnel_types: Sequence[str] = ("vxlan",),
+        cleanup_on_failure: bool = True,
+    ) -> Lab:
+        """Create hosts ``host1..hostN``, the underlay, and (when asked and
+        available) one agent per host. On failure the half-built lab is torn
+        down (unless ``cleanup_on_failure`` is false) and the error re-raised."""
+        layout = LabLayout(prefix, root)
+        if not 1 <= hosts <= 99:
+            raise LabError(f"--hosts must be 1..99, not {hosts}")
+        if layout.run_dir.exists():
+            raise LabError(
+                f"lab {prefix!r} exists ({layout.run_dir});"
+                f" run `kumonet lab down --prefix {prefix}`"
+            )
+        stale = [ns for ns in await netns_list() if ns.startswith(layout.netns_prefix)]
+        if stale:
+            raise LabError(
+                f"namespaces of lab {prefix!r} are left over ({', '.join(stale)});"
+                f" run `kumonet lab down --prefix {prefix}`"
+            )
+        names = [host_name(i) for i in range(1, hosts + 1)]
+        state = LabState(
+            prefix=prefix,
+            hosts=tuple(
+                HostRecord(
+                    name=name,
+                    netns=layout.host_netns(name),
+                    dir=str(layout.host_dir(name)),
+                    underlay_ip=layout.underlay_ip(name),
+                )
+                for name in names
+            ),
+            server_urls=tuple(server_urls),
+            agents=False,
+            underlay_mtu=underlay_mtu,
+            tunnel_types=tuple(tunnel_types),
+        )
+        lab = cls(layout, state)
+        try:
+            layout.vms_dir.mkdir(parents=True)
+            write_script(layout.run_dir / "dhclient-script")
+            await lab._create_underlay()
+            await asyncio.gather(*(lab._create_host(host) for host in state.hosts))
+            if agents:
+                started = await lab._start_agents()
+                lab.state = replace(lab.state, agents=started)
+            write_json_atomically(layout.state_file, lab.state.to_json())
+        except BaseException:
+            if cleanup_on_failure:
+                log.error("lab %s: up failed, tearing down what was built", prefix)
+                with contextlib.suppress(Exception):
+                    await cls.teardown(prefix, root=root)
+            raise
+        return lab
+
+    # hosts -------------------------------------------------------------------
+    @property
+    def hosts(self) -> dict[str, HostRecord]:
+        return {host.name: host for host in self.state.hosts}
+
+    def host(self, name: str) -> HostRecord:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            raise LabError(
+                f"no host {name!r} in lab {self.layout.prefix!r} (hosts: {', '.join(self.hosts)})"
+            ) from None
+
+    def ovs(self, host: str) -> HostOVS:
+        record = self.host(host)
+        return HostOVS(record.netns, Path(record.dir))
+
+    async def _create_underlay(self) -> None:
+        ns = self.layout.underlay_netns
+        bridge = self.layout.underlay_bridge
+        await run(["ip", "netns", "add", ns])
+        await run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        await run(
+            ["ip", "-n", ns, "link", "add", bridge, "type", "bridge",
+             "stp_state", "0", "forward_delay", "0"]
+        )
+        await run(["ip", "-n", ns, "link", "set", bridge, "up"])
+        await run(
+            ["ip", "-n", ns, "addr", "add",
+             f"{self.layout.underlay_gateway}/{self.layout.underlay_prefixlen}", "dev", bridge]
+        )
+
+    async def _create_host(self, host: HostRecord) -> None:
+        ns, ul_ns = host.netns, self.layout.underlay_netns
+        ul_port, uplink = self.layout.underlay_port(host.name), self.layout.host_uplink
+        mtu = str(self.state.underlay_mtu)
+        ovs = self.ovs(host.name)
+        await run(["ip", "netns", "add", ns])
+        await run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        await ovs.start_ovsdb()
+        await run(
+            ["ip", "link", "add", ul_port, "netns", ul_ns, "mtu", mtu, "type", "veth",
+             "peer", "name", uplink, "netns", ns, "mtu", mtu]
+        )
+        # TCP through the userspace datapath needs software checksums on the
+        # veth ends (OVS forwards partial checksums as they are).
+        await asyncio.gather(
+            run(in_netns(ul_ns, ["ethtool", "-K", ul_port, "tx", "off"])),
+            run(in_netns(ns, ["ethtool", "-K", uplink, "tx", "off"])),
+        )
+        await run(["ip", "-n", ul_ns, "link", "set", ul_port, "master",
+                   self.layout.underlay_bridge, "up"])
+        await run(["ip", "-n", ns, "link", "set", uplink, "up"])
+        # Everything in one transaction before ovs-vswitchd starts: it then
+        # configures all bridges in its first pass.
+        await ovs.vsctl(
+            "--", "init",
+            "--", "set", "Open_vSwitch", ".",
+            f"external_ids:system-id={host.name}",
+            f"external_ids:hostname={host.name}",
+            "--", "add-br", "br-phy",
+            "--", "set", "Bridge", "br-phy", "datapath_type=netdev",
+            f"other_config:hwaddr={self.layout.br_phy_mac(host.name)}",
+            "--", "add-port", "br-phy", uplink,
+            "--", "add-br", "br-int",
+            "--", "set", "Bridge", "br-int", "datapath_type=netdev", "fail_mode=secure",
+            "other_config:disable-in-band=true",
+            wait=False,
+        )
+        await ovs.start_vswitchd()
+        await self._wait_for_link(ns, "br-phy")
+        await run(["ip", "-n", ns, "addr", "add",
+                   f"{host.underlay_ip}/{self.layout.underlay_prefixlen}", "dev", "br-phy"])
+        await run(["ip", "-n", ns, "link", "set", "br-phy", "up"])
+        await run(["ip", "-n", ns, "link", "set", "br-int", "up"])
+        log.info("%s up: netns %s underlay %s", host.name, ns, host.underlay_ip)
+
+    @staticmethod
+    async def _wait_for_link(ns: str, name: str, time_limit: float = 10.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + time_limit
+        while not (await run(["ip", "-n", ns, "link", "show", name], check=False)).ok:
+            if loop.time() > deadline:
+                raise LabError(f"{name} did not appear in {ns} within {time_limit:g} s")
+            await asyncio.sleep(0.02)
+
+    # agents ------------------------------------------------------------------
+    @property
+    def _marker(self) -> str:
+        # Every lab process names a file below the run directory.
+        return f"{self.layout.run_dir}/"
+
+    async def _start_agents(self) -> bool:
+        if not agent_mod.agent_available():
+            log.warning(
+                "kumonet-agent is not available yet (%s missing): hosts are up"
+                " without agents", agent_mod.AGENT_MODULE,
+            )
+            return False
+        urls = self.state.server_urls
+        targets = _loopback_targets(urls)
+        if targets:
+            self.layout.relay_dir.mkdir(parents=True, exist_ok=True)
+            argv = [sys.executable, "-m", "kumonet.lab.relay",
+                    "--run-dir", self._marker]
+            for host in self.state.hosts:
+                argv += ["--netns", host.netns]
+            for address, port in targets:
+                argv += ["--forward", f"{address}:{port}"]
+            await start_detached(
+                argv,
+                pidfile=self.layout.relay_dir / "relay.pid",
+                logfile=self.layout.relay_dir / "relay.log",
+            )
+            await wait_until(
+                (self.layout.relay_dir / "ready").exists,
+                f"the relay did not start (see {self.layout.relay_dir / 'relay.log'})",
+            )
+        for host in self.state.hosts:
+            config = agent_mod.AgentConfig(
+                host=host.name,
+                server_urls=urls,
+                host_dir=Path(host.dir),
+                local_ip=host.underlay_ip,
+                tunnel_types=self.state.tunnel_types,
+            )
+            config_file = Path(host.dir) / "agent.ini"
+            config_file.write_text(config.render())
+            (Path(host.dir) / "agent").mkdir(exist_ok=True)
+            await start_detached(
+                in_netns(host.netns, agent_mod.agent_argv(config_file)),
+                pidfile=Path(host.dir) / "agent.pid",
+                logfile=Path(host.dir) / "agent.log",
+                env=self.ovs(host.name).env,
+            )
+            log.info("%s: kumonet-agent started (%s)", host.name, config_file)
+        return True
+
+
+    # VMs ---------------------------------------------------------------------
+    def vms(self) -> dict[str, VmRecord]:
+        found = {}
+        for path in sorted(self.layout.vms_dir.glob("*/vm.json")):
+            record = VmRecord.from_json(json.loads(path.read_text()))
+            found[record.name] = record
+        return found
+
+    def vm(self, name: str) -> VmRecord:
+        path = self.layout.vm_dir(name) / "vm.json"
+        try:
+            return VmRecord.from_json(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise LabError(f"no VM {name!r} in lab {self.layout.prefix!r}") from None
+
+    def _server(self, server_url: str | None) -> str:
+        if server_url:
+            return server_url
+        if self.state.server_urls:
+            return self.state.server_urls[0]
+        from kumonet.lab.neutron import DEFAULT_SERVER
+
+        return DEFAULT_SERVER
+
+    async def add_vm(
+        self,
+        name: str,
+        host: str,
+        *,
+        network: str | None = None,
+        port: str | None = None,
+        server_url: str | None = None,
+        port_id: str | None = None,
+        mac: str | None = None,
+        mtu: int | None = None,
+    ) -> VmRecord:
+        """Boot a VM on ``host``, as ``nova boot --nic net-id=NETWORK`` (the
+        port is created through the API) or ``--nic port-id=PORT`` (the given
+        port is bound to the host). Without the API (unit plumbing tests),
+        give ``port_id`` and ``mac`` instead. ``mtu`` sets the VM's eth0 MTU
+        (a real VM learns it by DHCP); the OVS-side tap always gets the
+        network's MTU as os-vif sets it."""
+        check_vm_name(name)
+        host_record = self.host(host)
+        vm_dir = self.layout.vm_dir(name)
+        if vm_dir.exists():
+            raise LabError(f"VM {name!r} exists in lab {self.layout.prefix!r}")
+        if sum(x is not None for x in (network, port, port_id)) != 1:
+            raise LabError("give exactly one of network, port, or port_id (with mac)")
+        device_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kumonet-lab:{self.layout.prefix}:{name}"))
+        url: str | None = None
+        network_mtu: int | None = None
+        created = False
+        info: PortInfo
+        if network is not None or port is not None:
+            url = self._server(server_url)
+            client = NeutronClient(url)
+            if network is not None:
+                net = await client.find_network(network)
+                network_mtu = int(net["mtu"]) if net.get("mtu") else None
+                info = await client.create_port(
+                    net["id"], name=name, host=host, device_id=device_id
+                )
+                created = True
+            else:
+                assert port is not None
+                info = await client.bind_port(port, host=host, device_id=device_id)
+                network_mtu = await client.network_mtu(info.network_id)
+        else:
+            if mac is None or port_id is None:
+                raise LabError("port_id needs mac")
+            info = PortInfo(id=port_id, mac=mac, network_id="", fixed_ips=())
+        record = VmRecord(
+            name=name,
+            host=host,
+            netns=self.layout.vm_netns(name),
+            port_id=info.id,
+            mac=info.mac,
+            tap=tap_name(info.id),
+            network_id=info.network_id or None,
+            server_url=url,
+            created_port=created,
+            mtu=mtu,
+            extra={"device_id": device_id, "fixed_ips": ",".join(info.fixed_ips)},
+        )
+        vm_dir.mkdir(parents=True)
+        # Recorded before plugging so del/down find a half-plugged VM and its port.
+        write_json_atomically(vm_dir / "vm.json", record.to_json())
+        try:
+            await self._plug(record, host_record, network_mtu)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self.del_vm(name)
+            raise
+        return record
+
+    async def _plug(self, vm: VmRecord, host: HostRecord, network_mtu: int | None) -> None:
+        """Plug the VM as Nova with os-vif's OVS plugin does: a tap on br-int
+        carrying the Neutron port id, MAC and status in external_ids."""
+        ns = vm.netns
+        await run(["ip", "netns", "add", ns])
+        await run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        await run(
+            ["ip", "link", "add", vm.tap, "netns", host.netns, "type", "veth",
+             "peer", "name", "eth0", "netns", ns]
+        )
+        await run(["ip", "-n", ns, "link", "set", "eth0", "address", vm.mac])
+        if vm.mtu:
+            await run(["ip", "-n", ns, "link", "set", "eth0", "mtu", str(vm.mtu)])
+        if network_mtu:
+            await run(["ip", "-n", host.netns, "link", "set", vm.tap, "mtu", str(network_mtu)])
+        await asyncio.gather(
+            run(in_netns(ns, ["ethtool", "-K", "eth0", "tx", "off"])),
+            run(in_netns(host.netns, ["ethtool", "-K", vm.tap, "tx", "off"])),
+            # the default 1 s ARP retransmit rounds every first ping up to a second
+            run(in_netns(ns, ["sysctl", "-qw",
+                              f"net.ipv4.neigh.eth0.retrans_time_ms={VM_ARP_RETRANS_MS}"])),
+        )
+        await run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        await run(["ip", "-n", host.netns, "link", "set", vm.tap, "up"])
+        await self.ovs(host.name).vsctl(
+            "--", "--may-exist", "add-port", "br-int", vm.tap,
+            "--", "set", "Interface", vm.tap,
+            f"external_ids:iface-id={vm.port_id}",
+            f"external_ids:attached-mac={vm.mac}",
+            "external_ids:iface-status=active",
+            f"external_ids:vm-uuid={vm.extra.get('device_id', '')}",
+        )
+
+    async def del_vm(self, name: str) -> None:
+        vm = self.vm(name)
+        vm_dir = self.layout.vm_dir(name)
+        await self._stop_dhclient(vm_dir)
+        if vm.host in self.hosts and _is_socket(Path(self.host(vm.host).dir, "db.sock")):
+            with contextlib.suppress(LabError):
+                await self.ovs(vm.host).vsctl("--if-exists", "del-port", "br-int", vm.tap)
+        await _delete_netns([vm.netns])
+        if vm.server_url:
+            try:
+                client = NeutronClient(vm.server_url, timeout=5)
+                if vm.created_port:
+                    await client.delete_port(vm.port_id)
+                else:
+                    await client.unbind_port(vm.port_id)
+            except LabError as exc:
+                log.warning("VM %s: port %s left in the API: %s", name, vm.port_id, exc)
+        shutil.rmtree(vm_dir, ignore_errors=True)
+
+    async def _stop_dhclient(self, vm_dir: Path) -> None:
+        pid = owned_pid(vm_dir / "dhclient.pid", self._marker)
+        if pid is not None:
+            await stop_pids([pid])
+
+    async def vm_dhcp(self, name: str, *, time_limit: int = 15) -> DhcpLease:
+        """Run ISC dhclient in the VM until it has a lease (it then keeps
+        running to renew); LabError if none came within ``time_limit`` s."""
+        vm = self.vm(name)
+        vm_dir = self.layout.vm_dir(name)
+        await self._stop_dhclient(vm_dir)
+        return await obtain_lease(
+            vm.netns, DhclientFiles(vm_dir), self.layout.run_dir / "dhclient-script",
+            time_limit=time_limit,
+        )
+
+    async def vm_exec(
+        self, name: str, argv: Sequence[str], *, check: bool = True, time_limit: float = 60.0
+    ) -> CommandResult:
+        return await run(in_netns(self.vm(name).netns, argv), check=check, time_limit=time_limit)
+
+    async def host_exec(
+        self, host: str, argv: Sequence[str], *, check: bool = True, time_limit: float = 60.0
+    ) -> CommandResult:
+        """Run in the host's namespace with ``OVS_RUNDIR`` pointing at its OVS,
+        so plain ``ovs-vsctl show`` or ``ovs-ofctl dump-flows br-int`` work."""
+        record = self.host(host)
+        return await run(
+            in_netns(record.netns, argv), check=check, time_limit=time_limit, env=self.ovs(host).env
+        )
+
+    # probes ------------------------------------------------------------------
+    async def ping(self, vm: str, address: str, *, attempts: int = 10, wait: float = 1.0) -> bool:
+        return await probe.ping(self.vm(vm).netns, address, attempts=attempts, wait=wait)
+
+    async def tcp_check(
+        self, client_vm: str, server_vm: str, address: str, *, port: int = 5201,
+        size: int = 200_000, time_limit: float = 10.0,
+    ) -> bool:
+        return await probe.tcp_exchange(
+            self.vm(client_vm).netns, self.vm(server_vm).netns, address,
+            port=port, size=size, time_limit=time_limit,
+        )
+
+    async def dump_flows(self, host: str, bridge: str = "br-int") -> list[str]:
+        return await self.ovs(host).dump_flows(bridge)
+
+    async def vm_addresses(self, name: str) -> list[str]:
+        vm = self.vm(name)
+        result = await run(["ip", "-n", vm.netns, "-4", "-o", "addr", "show", "dev", "eth0"],
+                           check=False)
+        return [line.split()[3] for line in result.stdout.splitlines() if " inet " in line]
+
+    # status and teardown -----------------------------------------------------
+    async def status(self) -> LabStatus:
+        namespaces = set(await netns_list())
+        hosts = []
+        for host in self.state.hosts:
+            d = Path(host.dir)
+            procs = [
+                ProcessStatus(name, owned_pid(d / pidfile, self._marker))
+                for name, pidfile in (
+                    ("ovsdb-server", "ovsdb-server.pid"),
+                    ("ovs-vswitchd", "ovs-vswitchd.pid"),
+                )
+            ]
+            if self.state.agents:
+                procs.append(ProcessStatus("kumonet-agent", owned_pid(d / "agent.pid",
+                                                                      self._marker)))
+            hosts.append(HostStatus(host.name, host.netns, host.netns in namespaces,
+                                    host.underlay_ip, tuple(procs)))
+        vms = []
+        for vm in self.vms().values():
+            addresses = tuple(await self.vm_addresses(vm.name)) if vm.netns in namespaces else ()
+            vms.append(VmStatus(
+                vm.name, vm.host, vm.netns in namespaces, vm.mac, vm.port_id, addresses,
+                owned_pid(self.layout.vm_dir(vm.name) / "dhclient.pid", self._marker),
+            ))
+        relay = None
+        if (self.layout.relay_dir / "relay.pid").exists():
+            relay = ProcessStatus("relay", owned_pid(self.layout.relay_dir / "relay.pid",
+                                                     self._marker))
+        return LabStatus(self.layout.prefix, self.layout.run_dir, self.state.server_urls,
+                         relay, tuple(hosts), tuple(vms))
+
+    async def down(self) -> TeardownReport:
+        return await self.teardown(self.layout.prefix, root=self.layout.root)
+
+    @classmethod
+    async def teardown(
+        cls, prefix: str = DEFAULT_PREFIX, *, root: Path = DEFAULT_ROOT
+    ) -> TeardownReport:
+        """Remove everything of lab ``prefix``, with or without its state:
+        the API ports its VMs created, processes (pid files, then a scan for
+        any process naming the run directory, then whatever still runs in the
+        lab's namespaces), namespaces by prefix, stray interfaces by prefix,
+        and the run directory. Safe to repeat."""
+        layout = LabLayout(prefix, root)
+        marker = f"{layout.run_dir}/"
+        await _release_ports(layout)
+        pids = set(find_by_marker(marker))
+        for pidfile in layout.run_dir.glob("**/*.pid") if layout.run_dir.exists() else ():
+            pid = owned_pid(pidfile, marker)
+            if pid is not None:
+                pids.add(pid)
+        namespaces = [ns for ns in await netns_list() if ns.startswith(layout.netns_prefix)]
+        for ns in namespaces:
+            result = await run(["ip", "netns", "pids", ns], check=False)
+            pids.update(int(p) for p in result.stdout.split() if p.isdigit() and is_alive(int(p)))
+        await stop_pids(pids)
+        await _delete_netns(namespaces)
+        interfaces = await _stray_interfaces(layout.netns_prefix)
+        for name in interfaces:
+            await run(["ip", "link", "del", name], check=False)
+        removed = layout.run_dir.exists()
+        if removed:
+            shutil.rmtree(layout.run_dir)
+        with contextlib.suppress(OSError):
+            layout.root.rmdir()  # only when no other lab is left
+        return TeardownReport(tuple(sorted(pids)), tuple(namespaces), tuple(interfaces), removed)
+
+
+def _is_socket(path: Path) -> bool:
+    return path.is_socket()
+
+
+async def _release_ports(layout: LabLayout) -> None:
+    if not layout.vms_dir.exists():
+        return
+    for path in layout.vms_dir.glob("*/vm.json"):
+        try:
+            vm = VmRecord.from_json(json.loads(path.read_text()))
+        except (ValueError, KeyError, TypeError):
+            continue
+        if not vm.server_url:
+            continue
+        try:
+            client = NeutronClient(vm.server_url, timeout=3)
+            if vm.created_port:
+                await client.delete_port(vm.port_id)
+            else:
+                await client.unbind_port(vm.port_id)
+        except LabError as exc:
+            log.warning("VM %s: port %s left in the API: %s", vm.name, vm.port_id, exc)
+
+
+async def _delete_netns(namespaces: Sequence[str]) -> None:
+    existing = set(await netns_list())
+    for ns in namespaces:
+        if ns in existing:
+            await run(["ip", "netns", "del", ns])
+
+
+async def _stray_interfaces(netns_prefix: str) -> list[str]:
+    """Interfaces named after the lab in the machine's own namespace (the lab
+    creates none there; a crash between steps must not leave one either)."""
+    result = await run(["ip", "-o", "link", "show"], check=False)
+    names = []
+    for line in result.stdout.splitlines():
+        fields = line.split(":", 2)
+        if len(fields) > 1:
+            name = fields[1].strip().split("@")[0]
+            if name.startswith(netns_prefix):
+                names.append(name)
+    return names
+
+
+__all__ = [
+    "HostStatus",
+    "Lab",
+    "LabStatus",
+    "ProcessStatus",
+    "TeardownReport",
+    "VmStatus",
+]

@@ -1,0 +1,80 @@
+"""What a lab consists of, as JSON in its run directory.
+
+``lab.json`` is written once by ``up`` (hosts, servers, options); each VM has
+its own ``vms/<name>/vm.json`` so concurrent ``vm add`` commands never rewrite
+one shared file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+STATE_VERSION = 1
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    netns: str
+    dir: str
+    underlay_ip: str
+
+
+@dataclass(frozen=True)
+class LabState:
+    prefix: str
+    hosts: tuple[HostRecord, ...]
+    server_urls: tuple[str, ...] = ()
+    agents: bool = False
+    underlay_mtu: int = 1500
+    tunnel_types: tuple[str, ...] = ("vxlan",)
+    version: int = STATE_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> LabState:
+        return cls(
+            prefix=data["prefix"],
+            hosts=tuple(HostRecord(**host) for host in data["hosts"]),
+            server_urls=tuple(data.get("server_urls", ())),
+            agents=bool(data.get("agents", False)),
+            underlay_mtu=int(data.get("underlay_mtu", 1500)),
+            tunnel_types=tuple(data.get("tunnel_types", ("vxlan",))),
+            version=int(data.get("version", STATE_VERSION)),
+        )
+
+
+@dataclass(frozen=True)
+class VmRecord:
+    name: str
+    host: str
+    netns: str
+    port_id: str
+    mac: str
+    tap: str
+    network_id: str | None = None
+    server_url: str | None = None
+    # Nova deletes the ports it created for ``--nic net-id`` and only unbinds
+    # the ports it was given.
+    created_port: bool = False
+    mtu: int | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> VmRecord:
+        return cls(**data)
