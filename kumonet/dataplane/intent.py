@@ -1,0 +1,253 @@
+"""What a host must realise (intent) and what it has (facts), as frozen values.
+
+`Intent` is the cloud-wide part the agent watches: networks, subnets, ports and
+hosts (host name → tunnel IP, so a port's `binding:host_id` says where it
+lives).  `HostFacts` is what the agent reads from its own OVS: which ofport
+each local port and tunnel/patch port got, bridge names and mappings.
+`from_neutron` turns Neutron v2.0 API JSON dicts (as `GET /v2.0/ports` returns
+them) into an `Intent`, so the agent's code stays a thin shell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+NETWORK_TYPES = ("flat", "vlan", "vxlan", "gre")
+TUNNEL_TYPES = ("vxlan", "gre")
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    id: str
+    network_type: str
+    segmentation_id: int | None = None
+    physical_network: str | None = None
+    mtu: int = 1500
+    admin_state_up: bool = True
+
+    @property
+    def is_tunneled(self) -> bool:
+        return self.network_type in TUNNEL_TYPES
+
+    @property
+    def is_provider(self) -> bool:
+        return self.network_type in ("flat", "vlan")
+
+
+@dataclass(frozen=True, slots=True)
+class HostRoute:
+    destination: str
+    nexthop: str
+
+
+@dataclass(frozen=True, slots=True)
+class Subnet:
+    id: str
+    network_id: str
+    cidr: str
+    ip_version: int = 4
+    gateway_ip: str | None = None
+    enable_dhcp: bool = True
+    dns_nameservers: tuple[str, ...] = ()
+    host_routes: tuple[HostRoute, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FixedIp:
+    subnet_id: str
+    ip_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddressPair:
+    """An allowed address pair: an address or CIDR the port may also send from, with a MAC."""
+
+    ip_address: str
+    mac_address: str
+
+
+@dataclass(frozen=True, slots=True)
+class Port:
+    id: str
+    network_id: str
+    mac_address: str
+    fixed_ips: tuple[FixedIp, ...] = ()
+    allowed_address_pairs: tuple[AddressPair, ...] = ()
+    port_security_enabled: bool = True
+    admin_state_up: bool = True
+    device_owner: str = ""
+    host: str = ""
+
+    def macs(self) -> tuple[str, ...]:
+        """The MACs this port may send from: its own first, then the pairs', deduplicated."""
+        seen = [self.mac_address]
+        for pair in self.allowed_address_pairs:
+            if pair.mac_address not in seen:
+                seen.append(pair.mac_address)
+        return tuple(seen)
+
+    def addresses_by_mac(self) -> dict[str, list[str]]:
+        """Source addresses (IP or CIDR) allowed with each MAC: fixed IPs with the port's MAC."""
+        allowed: dict[str, list[str]] = {mac: [] for mac in self.macs()}
+        for fixed in self.fixed_ips:
+            _append_new(allowed[self.mac_address], fixed.ip_address)
+        for pair in self.allowed_address_pairs:
+            _append_new(allowed[pair.mac_address], _normalise_address(pair.ip_address))
+        return allowed
+
+
+def _append_new(values: list[str], value: str) -> None:
+    if value not in values:
+        values.append(value)
+
+
+def _normalise_address(text: str) -> str:
+    """`10.0.0.5/32` → `10.0.0.5`; `10.0.0.0/24` stays a CIDR (host bits cleared)."""
+    net = ipaddress.ip_network(text, strict=False)
+    if net.prefixlen == net.max_prefixlen:
+        return str(net.network_address)
+    return str(net)
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    tunnel_ip: str
+
+
+@dataclass(frozen=True)
+class Intent:
+    """The cloud-wide intent the agent watches; treat the mappings as read-only."""
+
+    networks: Mapping[str, Network] = field(default_factory=dict)
+    subnets: Mapping[str, Subnet] = field(default_factory=dict)
+    ports: Mapping[str, Port] = field(default_factory=dict)
+    hosts: Mapping[str, Host] = field(default_factory=dict)
+
+    def subnets_of(self, network_id: str) -> list[Subnet]:
+        return [s for s in self.subnets.values() if s.network_id == network_id]
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    """What this host has, read from its OVS by the agent.
+
+    Tunnel ofports are keyed by tunnel port name (`tunnel_port_name`), not by
+    remote IP alone: a host using both vxlan and gre has two ports per remote.
+    """
+
+    host: str
+    tunnel_ip: str | None = None
+    tunnel_types: tuple[str, ...] = ("vxlan",)
+    local_ofports: Mapping[str, int] = field(default_factory=dict)  # port id → ofport
+    tunnel_ofports: Mapping[str, int] = field(default_factory=dict)  # port name → ofport
+    patch_ofports: Mapping[str, int] = field(default_factory=dict)  # physnet → br-int ofport
+    integration_bridge: str = "br-int"
+    bridge_mappings: Mapping[str, str] = field(default_factory=dict)  # physnet → bridge
+
+
+def tunnel_port_name(tunnel_type: str, remote_ip: str) -> str:
+    """`vxlan-192.0.2.12`: the name of this host's tunnel port to a remote host."""
+    return f"{tunnel_type}-{remote_ip}"
+
+
+def network_key(network_id: str) -> int:
+    """A stable 64-bit key for a network, held in `metadata` through the pipeline.
+
+    Derived from the id alone, so it never changes when other networks come
+    and go (a per-host counter would shift keys, cookies and installed flows).
+    """
+    key = int.from_bytes(hashlib.blake2b(network_id.encode(), digest_size=8).digest(), "big")
+    return key or 1
+
+
+# ------------------------------------------------------------ from Neutron
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def network_from_neutron(body: Mapping[str, Any]) -> Network:
+    return Network(
+        id=body["id"],
+        network_type=body.get("provider:network_type") or "vxlan",
+        segmentation_id=_optional_int(body.get("provider:segmentation_id")),
+        physical_network=body.get("provider:physical_network"),
+        mtu=int(body.get("mtu") or 1500),
+        admin_state_up=bool(body.get("admin_state_up", True)),
+    )
+
+
+def subnet_from_neutron(body: Mapping[str, Any]) -> Subnet:
+    return Subnet(
+        id=body["id"],
+        network_id=body["network_id"],
+        cidr=body["cidr"],
+        ip_version=int(body.get("ip_version") or ipaddress.ip_network(body["cidr"]).version),
+        gateway_ip=body.get("gateway_ip"),
+        enable_dhcp=bool(body.get("enable_dhcp", True)),
+        dns_nameservers=tuple(body.get("dns_nameservers") or ()),
+        host_routes=tuple(
+            HostRoute(route["destination"], route["nexthop"])
+            for route in body.get("host_routes") or ()
+        ),
+    )
+
+
+def port_from_neutron(body: Mapping[str, Any]) -> Port:
+    mac = str(body["mac_address"]).lower()
+    security = body.get("port_security_enabled")
+    return Port(
+        id=body["id"],
+        network_id=body["network_id"],
+        mac_address=mac,
+        fixed_ips=tuple(
+            FixedIp(fixed["subnet_id"], fixed["ip_address"])
+            for fixed in body.get("fixed_ips") or ()
+        ),
+        allowed_address_pairs=tuple(
+            AddressPair(pair["ip_address"], str(pair.get("mac_address") or mac).lower())
+            for pair in body.get("allowed_address_pairs") or ()
+        ),
+        # Absent when the port-security extension is off: Neutron then does not filter.
+        port_security_enabled=True if security is None else bool(security),
+        admin_state_up=bool(body.get("admin_state_up", True)),
+        device_owner=body.get("device_owner") or "",
+        host=body.get("binding:host_id") or "",
+    )
+
+
+def hosts_from_agents(agents: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """host → tunnel IP from Neutron agent dicts (`configurations.tunneling_ip`)."""
+    hosts: dict[str, str] = {}
+    for agent in agents:
+        tunnel_ip = (agent.get("configurations") or {}).get("tunneling_ip")
+        if tunnel_ip and agent.get("host"):
+            hosts[agent["host"]] = tunnel_ip
+    return hosts
+
+
+def from_neutron(
+    networks: Iterable[Mapping[str, Any]],
+    subnets: Iterable[Mapping[str, Any]],
+    ports: Iterable[Mapping[str, Any]],
+    hosts: Mapping[str, str] | Iterable[Host] = (),
+) -> Intent:
+    """An `Intent` from Neutron API JSON (the `networks`/`subnets`/`ports` lists).
+
+    `hosts` maps host name → tunnel IP (or is a list of `Host`).
+    """
+    host_list = (
+        [Host(name, ip) for name, ip in hosts.items()] if isinstance(hosts, Mapping) else hosts
+    )
+    return Intent(
+        networks={n.id: n for n in map(network_from_neutron, networks)},
+        subnets={s.id: s for s in map(subnet_from_neutron, subnets)},
+        ports={p.id: p for p in map(port_from_neutron, ports)},
+        hosts={h.name: h for h in host_list},
+    )

@@ -1,0 +1,320 @@
+"""The OpenFlow pipeline of br-int, declared once, as data.
+
+`KUMONET_PIPELINE` is the ordered declaration: every table's name, purpose,
+the fields it may match, the fields it may write, the tables it may go to and
+what it does on a miss.  Table numbers are derived from the order (ten apart,
+so later issues can slot tables in without renumbering their neighbours by
+hand); nothing else writes a table number.  Flows are built through
+`Table.flow`, which refuses a match on an undeclared field, a write to an
+undeclared field, a jump to an undeclared next table, or a match missing its
+OpenFlow prerequisites.  `describe_pipeline` renders the declaration for the
+docs and the `kumonet pipeline` command.
+
+Packet walk (br-int):
+
+    classify ─┬─ local port, port security on ─▶ port_security ─▶ dhcp
+              ├─ local port, port security off ──────────────────▶ dhcp
+              ├─ tunnel port ─▶ tunnel_classify ─────────────────────────────▶ l2_lookup
+              └─ provider patch port (+VLAN) ─────────────────────────────────▶ l2_lookup
+    dhcp ─▶ (DHCP client → controller) ─▶ egress_acl ─▶ l2_lookup
+    l2_lookup ─┬─ local destination ─▶ ingress_acl ─▶ output (reg7)
+               ├─ remote destination ─▶ tunnel port with tun_id / provider patch with VLAN
+               └─ broadcast/multicast/unknown ─▶ each local port via ingress_acl, tunnels, patch
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kumonet.dataplane.flow import (
+    FIELDS,
+    Action,
+    Clone,
+    Controller,
+    Flow,
+    Goto,
+    Normal,
+    Output,
+    OutputToField,
+    PipelineError,
+    PopVlan,
+    PushVlan,
+    Resubmit,
+    SetField,
+    canonical_match,
+    check_prerequisites,
+)
+
+TABLE_STRIDE = 10
+DROP = "drop"
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """A pipeline-wide meaning given to a field (a register or metadata)."""
+
+    name: str
+    field: str
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class TableSpec:
+    """The declaration of one table; numbers are not part of it."""
+
+    name: str
+    purpose: str
+    matches: frozenset[str]
+    next_tables: tuple[str, ...] = ()
+    writes: frozenset[str] = frozenset()
+    may_output: bool = False
+    may_send_to_controller: bool = False
+    may_change_vlan: bool = False
+    # DROP, or the name of a next table to go to when no flow matches.
+    on_miss: str = DROP
+
+
+@dataclass(frozen=True, eq=False)
+class Table:
+    """A declared table with its derived number; builds and checks flows."""
+
+    spec: TableSpec
+    number: int
+    pipeline: Pipeline = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def flow(
+        self,
+        priority: int,
+        match: Mapping[str, str | int] | None = None,
+        actions: Sequence[Action] = (),
+    ) -> Flow:
+        """Build a flow of this table (raises `PipelineError` if it breaks the declaration)."""
+        return Flow(self, priority, canonical_match(dict(match or {})), tuple(actions))
+
+    def miss_flow(self) -> Flow:
+        """The priority-0 flow carrying the declared miss action."""
+        if self.spec.on_miss == DROP:
+            return self.flow(0)
+        return self.flow(0, actions=[Goto(self.pipeline.table(self.spec.on_miss))])
+
+    def goto(self, name: str) -> Goto:
+        return Goto(self.pipeline.table(name))
+
+    def resubmit(self, name: str) -> Resubmit:
+        return Resubmit(self.pipeline.table(name))
+
+    def check(self, flow: Flow) -> None:
+        spec = self.spec
+        for name, _ in flow.match:
+            if name not in spec.matches:
+                raise PipelineError(f"table {spec.name} may not match {name}: {flow.body}")
+        check_prerequisites(flow.match)
+        if not 0 <= flow.priority <= 0xFFFF:
+            raise PipelineError(f"priority out of range: {flow.priority}")
+        top_level = flow.actions
+        for position, action in enumerate(top_level):
+            if isinstance(action, Goto) and position != len(top_level) - 1:
+                raise PipelineError(f"goto_table must be the last action: {flow.body}")
+        for action in flow.all_actions():
+            self._check_action(action, flow)
+
+    def _check_action(self, action: Action, flow: Flow) -> None:
+        spec = self.spec
+        if isinstance(action, Goto | Resubmit):
+            target = action.table
+            if target.pipeline is not self.pipeline or target.name not in spec.next_tables:
+                raise PipelineError(f"table {spec.name} may not go to {target.name}")
+            if isinstance(action, Goto) and target.number <= self.number:
+                raise PipelineError(f"goto_table must go forward: {spec.name} → {target.name}")
+        elif isinstance(action, SetField):
+            if action.field not in spec.writes:
+                raise PipelineError(f"table {spec.name} may not write {action.field}")
+            if not FIELDS[action.field].writable:
+                raise PipelineError(f"{action.field} is not writable")
+        elif isinstance(action, Output | OutputToField | Normal):
+            if not spec.may_output:
+                raise PipelineError(f"table {spec.name} may not output: {flow.body}")
+        elif isinstance(action, Controller):
+            if not spec.may_send_to_controller:
+                raise PipelineError(f"table {spec.name} may not send to the controller")
+        elif isinstance(action, PushVlan | PopVlan):
+            if not spec.may_change_vlan:
+                raise PipelineError(f"table {spec.name} may not push or pop VLAN tags")
+        elif isinstance(action, Clone):
+            pass  # its actions are walked by Flow.all_actions
+
+
+@dataclass(frozen=True, eq=False)
+class Pipeline:
+    """An ordered, immutable pipeline: tables numbered by their position."""
+
+    specs: tuple[TableSpec, ...]
+    registers: tuple[Register, ...]
+    tables: tuple[Table, ...] = field(init=False)
+    _by_name: Mapping[str, Table] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        tables = tuple(
+            Table(spec, index * TABLE_STRIDE, self) for index, spec in enumerate(self.specs)
+        )
+        by_name = {table.name: table for table in tables}
+        if len(by_name) != len(tables):
+            raise PipelineError("table names must be unique")
+        for table in tables:
+            for name in (*table.spec.next_tables, table.spec.on_miss):
+                if name != DROP and name not in by_name:
+                    raise PipelineError(f"{table.name} refers to undeclared table {name}")
+            unknown = (table.spec.matches | table.spec.writes) - FIELDS.keys()
+            if unknown:
+                raise PipelineError(f"{table.name} declares unknown fields {sorted(unknown)}")
+        object.__setattr__(self, "tables", tables)
+        object.__setattr__(self, "_by_name", by_name)
+
+    def table(self, name: str) -> Table:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise PipelineError(f"no table named {name!r}") from None
+
+    def register(self, name: str) -> str:
+        """The field that holds the register of that name (e.g. "network" → metadata)."""
+        for register in self.registers:
+            if register.name == name:
+                return register.field
+        raise PipelineError(f"no register named {name!r}")
+
+    def miss_flows(self) -> list[Flow]:
+        return [table.miss_flow() for table in self.tables]
+
+
+_PORT_SECURITY_FIELDS = frozenset(
+    {
+        "in_port", "dl_src", "dl_type", "nw_proto", "nw_src", "nw_dst", "tp_src", "tp_dst",
+        "arp_op", "arp_sha", "arp_spa", "ipv6_src", "icmpv6_type", "icmpv6_code", "nd_target",
+    }
+)  # fmt: skip
+
+KUMONET_REGISTERS = (
+    Register("network", "metadata", "network key of the packet (stable hash of the network id)"),
+    Register("origin", "reg4", "0 = a local port sent it; 1 = vxlan, 2 = gre, 3 = provider"),
+    Register("in_port_key", "reg5", "ofport of the sending local port (0 for remote origin)"),
+    Register("zone", "reg6", "reserved: conntrack zone for security groups (next issue)"),
+    Register("out_port", "reg7", "ofport of the local destination port"),
+)
+
+KUMONET_TABLES = (
+    TableSpec(
+        "classify",
+        "which port sent it, and on which network: local port (+ source MAC), "
+        "tunnel port, provider patch port (+ VLAN)",
+        matches=frozenset({"in_port", "dl_src", "vlan_tci"}),
+        next_tables=("tunnel_classify", "port_security", "dhcp", "l2_lookup"),
+        writes=frozenset({"metadata", "reg4", "reg5"}),
+        may_change_vlan=True,
+    ),
+    TableSpec(
+        "tunnel_classify",
+        "tunnel type + tunnel key → network",
+        matches=frozenset({"reg4", "tun_id"}),
+        next_tables=("l2_lookup",),
+        writes=frozenset({"metadata"}),
+    ),
+    TableSpec(
+        "port_security",
+        "a port sends only with its MAC and its fixed IPs or allowed address pairs "
+        "(IPv4, ARP, IPv6, NDP); DHCP server replies and router advertisements dropped",
+        matches=_PORT_SECURITY_FIELDS,
+        next_tables=("dhcp",),
+    ),
+    TableSpec(
+        "dhcp",
+        "DHCPv4 client packets of networks with a DHCP subnet → the host's responder",
+        matches=frozenset({"metadata", "dl_type", "nw_proto", "tp_src", "tp_dst"}),
+        next_tables=("egress_acl",),
+        may_send_to_controller=True,
+        on_miss="egress_acl",
+    ),
+    TableSpec(
+        "egress_acl",
+        "security groups, from the sending port (allow for now)",
+        matches=frozenset({"metadata", "reg5"}),
+        next_tables=("l2_lookup",),
+        on_miss="l2_lookup",
+    ),
+    TableSpec(
+        "l2_lookup",
+        "destination MAC → local port (reg7), remote port's tunnel (tun_id), "
+        "provider patch (VLAN); flooding of broadcast, multicast and unknown unicast",
+        matches=frozenset({"metadata", "reg4", "dl_dst"}),
+        next_tables=("ingress_acl",),
+        writes=frozenset({"reg7", "tun_id"}),
+        may_output=True,
+        may_change_vlan=True,
+    ),
+    TableSpec(
+        "ingress_acl",
+        "security groups, towards the destination port (allow for now)",
+        matches=frozenset({"metadata", "reg7"}),
+        next_tables=("output",),
+        on_miss="output",
+    ),
+    TableSpec(
+        "output",
+        "deliver to the local port in reg7 (never back out of the in_port)",
+        matches=frozenset({"reg7"}),
+        may_output=True,
+    ),
+)
+
+KUMONET_PIPELINE = Pipeline(KUMONET_TABLES, KUMONET_REGISTERS)
+
+# A provider bridge (bridge_mappings) joins br-int's patch port to the physical
+# network: br-int already pushed the network's VLAN, so it only switches.
+PROVIDER_PIPELINE = Pipeline(
+    (
+        TableSpec(
+            "provider_forward",
+            "ordinary switching between the physical interface and br-int's patch",
+            matches=frozenset(),
+            may_output=True,
+        ),
+    ),
+    (),
+)
+
+
+def describe_pipeline(pipeline: Pipeline = KUMONET_PIPELINE) -> str:
+    """The pipeline as Markdown: one row per table, then the registers."""
+    lines = [
+        "| table | name | purpose | matches | goes to | on miss |",
+        "|---:|---|---|---|---|---|",
+    ]
+    for table in pipeline.tables:
+        spec = table.spec
+        goes_to = ", ".join(f"{pipeline.table(n).number} {n}" for n in spec.next_tables)
+        extras = [
+            word
+            for word, flag in (
+                ("output", spec.may_output),
+                ("controller", spec.may_send_to_controller),
+            )
+            if flag
+        ]
+        on_miss = spec.on_miss if spec.on_miss == DROP else f"goto {spec.on_miss}"
+        lines.append(
+            f"| {table.number} | {spec.name} | {spec.purpose} | "
+            f"{', '.join(sorted(spec.matches)) or '—'} | "
+            f"{', '.join([goes_to, *extras] if goes_to else extras) or '—'} | {on_miss} |"
+        )
+    lines += ["", "| register | field | meaning |", "|---|---|---|"]
+    lines += [f"| {r.name} | {r.field} | {r.purpose} |" for r in pipeline.registers]
+    return "\n".join(lines) + "\n"
+
+
+def table_names(pipeline: Pipeline = KUMONET_PIPELINE) -> Iterable[str]:
+    return (table.name for table in pipeline.tables)
