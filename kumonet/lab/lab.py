@@ -275,6 +275,30 @@ class Lab:
         await run(["ip", "-n", ns, "link", "set", "br-int", "up"])
         log.info("%s up: netns %s underlay %s", host.name, ns, host.underlay_ip)
 
+    async def start_relay(self) -> int | None:
+        """Start the relay that makes loopback servers reachable from inside
+        the host namespaces (see ``kumonet.lab.relay``); its pid, or None when
+        no server is on loopback. ``up`` calls it when it starts agents."""
+        targets = _loopback_targets(self.state.server_urls)
+        if not targets:
+            return None
+        self.layout.relay_dir.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "kumonet.lab.relay", "--run-dir", self._marker]
+        for host in self.state.hosts:
+            argv += ["--netns", host.netns]
+        for address, port in targets:
+            argv += ["--forward", f"{address}:{port}"]
+        pid = await start_detached(
+            argv,
+            pidfile=self.layout.relay_dir / "relay.pid",
+            logfile=self.layout.relay_dir / "relay.log",
+        )
+        await wait_until(
+            (self.layout.relay_dir / "ready").exists,
+            f"the relay did not start (see {self.layout.relay_dir / 'relay.log'})",
+        )
+        return pid
+
     @staticmethod
     async def _wait_for_link(ns: str, name: str, time_limit: float = 10.0) -> None:
         loop = asyncio.get_running_loop()
@@ -298,24 +322,7 @@ class Lab:
             )
             return False
         urls = self.state.server_urls
-        targets = _loopback_targets(urls)
-        if targets:
-            self.layout.relay_dir.mkdir(parents=True, exist_ok=True)
-            argv = [sys.executable, "-m", "kumonet.lab.relay",
-                    "--run-dir", self._marker]
-            for host in self.state.hosts:
-                argv += ["--netns", host.netns]
-            for address, port in targets:
-                argv += ["--forward", f"{address}:{port}"]
-            await start_detached(
-                argv,
-                pidfile=self.layout.relay_dir / "relay.pid",
-                logfile=self.layout.relay_dir / "relay.log",
-            )
-            await wait_until(
-                (self.layout.relay_dir / "ready").exists,
-                f"the relay did not start (see {self.layout.relay_dir / 'relay.log'})",
-            )
+        await self.start_relay()
         for host in self.state.hosts:
             config = agent_mod.AgentConfig(
                 host=host.name,

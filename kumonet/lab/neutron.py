@@ -58,7 +58,8 @@ class NeutronClient:
                 return await response.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise LabError(
-                f"{method} {self.url}/v2.0{path}: {exc or type(exc).__name__} (is kumonet-server up?)"
+                f"{method} {self.url}/v2.0{path}: {exc or type(exc).__name__}"
+                " (is kumonet-server up?)"
             ) from exc
 
     async def find_network(self, name_or_id: str) -> dict[str, Any]:
