@@ -18,9 +18,12 @@ from kumonet.api.app import build_app
 from kumonet.api.auth import Authenticator, KeystoneAuth, NoAuth
 from kumonet.api.config import ServerConfig, load_config
 from kumonet.api.context import ApiContext
+from kumonet.api.ipam import AddressHints
 from kumonet.api.neutron.extensions import CORE_EXTENSIONS, Extension
 from kumonet.api.neutron.networks import Networks
+from kumonet.api.neutron.ports import Ports
 from kumonet.api.neutron.resource import ResourceLogic
+from kumonet.api.neutron.subnets import Subnets
 from kumonet.store.contract import Store
 
 log = logging.getLogger("kumonet.server")
@@ -31,8 +34,11 @@ def build_resources(context: ApiContext) -> tuple[list[ResourceLogic], list[Exte
 
     To add a resource: write its logic module, construct it here, append it
     (and its extensions)."""
-    networks = Networks(context)
-    resources: list[ResourceLogic] = [networks]
+    hints = AddressHints(context.store)
+    networks = Networks(context, hints)
+    subnets = Subnets(context, hints, networks)
+    ports = Ports(context, hints, networks, subnets)
+    resources: list[ResourceLogic] = [networks, subnets, ports]
     extensions = list(CORE_EXTENSIONS)
     return resources, extensions
 

@@ -74,8 +74,8 @@ def nullable(inner: Converter) -> Converter:
     return convert
 
 
-def one_of(*choices: str | None) -> Converter:
-    allowed: Collection[str | None] = frozenset(choices)
+def one_of(*choices: str | int | None) -> Converter:
+    allowed: Collection[str | int | None] = frozenset(choices)
 
     def convert(value: Any) -> Any:
         if value not in allowed:
@@ -84,6 +84,14 @@ def one_of(*choices: str | None) -> Converter:
         return value
 
     return convert
+
+
+def ip_version(value: Any) -> int:
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if isinstance(value, bool) or value not in (4, 6):
+        raise _bad(f"'{value}' is not in [4, 6]")
+    return int(value)
 
 
 def uuid(value: Any) -> str:

@@ -7,5 +7,6 @@ from __future__ import annotations
 from kumonet.model.network import NETWORK
 from kumonet.model.port import PORT
 from kumonet.model.resource import ResourceDefinition
+from kumonet.model.subnet import SUBNET
 
-ALL_DEFINITIONS: tuple[ResourceDefinition, ...] = (NETWORK, PORT)
+ALL_DEFINITIONS: tuple[ResourceDefinition, ...] = (NETWORK, SUBNET, PORT)

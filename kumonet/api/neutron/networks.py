@@ -8,6 +8,7 @@ import orjson
 
 from kumonet.api.context import ApiContext
 from kumonet.api.identity import Identity
+from kumonet.api.ipam import AddressHints
 from kumonet.api.neutron.base import ResourceBase
 from kumonet.api.neutron.guard import deletion_guard
 from kumonet.api.neutron.resource import Visible, check_revision
@@ -34,8 +35,9 @@ def segment_key(segment: Segment) -> str | None:
 
 
 class Networks(ResourceBase):
-    def __init__(self, context: ApiContext) -> None:
+    def __init__(self, context: ApiContext, hints: AddressHints) -> None:
         super().__init__(context, NETWORK)
+        self.hints = hints
 
     async def visibility(self, identity: Identity) -> Visible:
         if identity.is_admin:
@@ -147,6 +149,8 @@ class Networks(ResourceBase):
         check_revision(found.resource, expected_revision)
         async with deletion_guard(self.store, resource_id) as guard:
             await self._delete_guarded(identity, resource_id, guard, expected_revision)
+        for subnet_id in found.resource.get("subnets", []):
+            self.hints.forget(subnet_id)
 
     async def _delete_guarded(self, identity: Identity, resource_id: str, guard: str,
                               expected_revision: int | None) -> None:
