@@ -416,6 +416,12 @@ class Lab:
             if mac is None or port_id is None:
                 raise LabError("port_id needs mac")
             info = PortInfo(id=port_id, mac=mac, network_id="", fixed_ips=())
+        clash = [vm.name for vm in self.vms().values()
+                 if vm.host == host and vm.tap == tap_name(info.id)]
+        if clash:
+            if created:
+                await NeutronClient(self._server(server_url)).delete_port(info.id)
+            raise LabError(f"port {info.id} would get tap {tap_name(info.id)}, used by {clash[0]}")
         record = VmRecord(
             name=name,
             host=host,

@@ -91,15 +91,12 @@ def _remove(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _reap(pid: int) -> None:
-    # Daemons started by this process (when it is a long-lived test run)
-    # would stay zombies until reaped.
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
 async def stop_pids(pids: Iterable[int], *, grace: float = 3.0) -> None:
-    """SIGTERM all, wait up to ``grace`` seconds, then SIGKILL the rest."""
+    """SIGTERM all, wait up to ``grace`` seconds, then SIGKILL the rest.
+
+    Zombies count as stopped and are not reaped here: the lab's daemons are
+    never our children (``--detach``, ``setsid -f``), and reaping someone
+    else's child would steal its exit status from its owner."""
     pending = set(pids)
     for pid in pending:
         with contextlib.suppress(ProcessLookupError):
@@ -108,7 +105,6 @@ async def stop_pids(pids: Iterable[int], *, grace: float = 3.0) -> None:
     deadline = loop.time() + grace
     while pending and loop.time() < deadline:
         for pid in list(pending):
-            _reap(pid)
             if not is_alive(pid):
                 pending.discard(pid)
         if pending:
@@ -119,7 +115,6 @@ async def stop_pids(pids: Iterable[int], *, grace: float = 3.0) -> None:
     deadline = loop.time() + grace
     while pending and loop.time() < deadline:
         for pid in list(pending):
-            _reap(pid)
             if not is_alive(pid):
                 pending.discard(pid)
         if pending:

@@ -77,8 +77,8 @@ class LabFactory:
         self.prefixes.append(prefix)
         return prefix
 
-    async def up(self, hosts: int = 2, **kwargs: Any) -> Lab:
-        return await Lab.up(hosts, prefix=self.new_prefix(), **kwargs)
+    async def up(self, hosts: int = 2, *, agents: bool = False, **kwargs: Any) -> Lab:
+        return await Lab.up(hosts, prefix=self.new_prefix(), agents=agents, **kwargs)
 
 
 @pytest.fixture
