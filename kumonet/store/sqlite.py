@@ -144,13 +144,18 @@ def _check_key(key: object) -> str:
         raise StoreError(f"a key must be a non-empty str, not {key!r}")
     if "\x00" in key:
         raise StoreError(f"a key must not contain NUL: {key!r}")
+    if not key.isascii():
+        try:
+            key.encode()
+        except UnicodeEncodeError:
+            raise StoreError(f"a key must be valid UTF-8: {key!r}") from None
     return key
 
 
 def _check_prefix(prefix: object) -> str:
     if not isinstance(prefix, str) or "\x00" in prefix:
         raise StoreError(f"a prefix must be a str without NUL, not {prefix!r}")
-    return prefix
+    return _check_key(prefix) if prefix else prefix
 
 
 def _check_lease_id(lease: object) -> int:
@@ -605,10 +610,11 @@ class _Watcher:
     """The live side of one watch: events of revisions delivered after it
     registered, filtered by prefix."""
 
-    __slots__ = ("overflowed", "pending", "prefix", "wakeup")
+    __slots__ = ("buffer_limit", "overflowed", "pending", "prefix", "wakeup")
 
-    def __init__(self, prefix: str) -> None:
+    def __init__(self, prefix: str, buffer_limit: int) -> None:
         self.prefix = prefix
+        self.buffer_limit = buffer_limit
         self.pending: deque[_Events] = deque()
         self.overflowed = False
         self.wakeup = asyncio.Event()
@@ -624,7 +630,7 @@ class _Watcher:
         matched = tuple(event for event in events if event.kv.key.startswith(prefix))
         if not matched:
             return
-        if len(self.pending) >= WATCH_BUFFER_LIMIT:
+        if len(self.pending) >= self.buffer_limit:
             self.overflowed = True
             self.pending.clear()
         else:
@@ -637,12 +643,19 @@ class SqliteStore:
     :meth:`open`; close it with :meth:`close`."""
 
     def __init__(
-        self, engine: _Engine, loop: asyncio.AbstractEventLoop, name: str, max_batch: int
+        self,
+        engine: _Engine,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        name: str,
+        max_batch: int,
+        watch_buffer: int,
     ) -> None:
         self._engine = engine
         self._loop = loop
         self._name = name
         self._max_batch = max_batch
+        self._watch_buffer = watch_buffer
         self._requests: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._watchers: set[_Watcher] = set()
         self._published = engine.revision
@@ -660,19 +673,28 @@ class SqliteStore:
         *,
         history_limit: int = DEFAULT_HISTORY_LIMIT,
         max_batch: int = DEFAULT_MAX_BATCH,
+        watch_buffer: int = WATCH_BUFFER_LIMIT,
         name: str = "embedded",
     ) -> SqliteStore:
         """Open (or create) the store file at ``path`` (``":memory:"`` for a
-        throw-away store). ``history_limit`` revisions of history are kept for
-        watches; ``max_batch`` bounds how many requests share one commit."""
-        if history_limit < 1:
-            raise ValueError("history_limit must be at least 1")
-        if max_batch < 1:
-            raise ValueError("max_batch must be at least 1")
-        path_str = os.fspath(path)
-        engine = _Engine(path_str, history_limit)
+        throw-away store); :class:`StoreError` if it cannot be opened or
+        another process has it open.
+
+        ``history_limit`` revisions of history are kept for watches;
+        ``max_batch`` bounds how many requests share one commit;
+        ``watch_buffer`` bounds the revisions buffered for a watcher that
+        does not keep up (it then re-reads history); ``name`` is the member
+        name :meth:`members` reports."""
+        for option, value in (
+            ("history_limit", history_limit),
+            ("max_batch", max_batch),
+            ("watch_buffer", watch_buffer),
+        ):
+            if value < 1:
+                raise ValueError(f"{option} must be at least 1, not {value}")
+        engine = _Engine(os.fspath(path), history_limit)
         loop = asyncio.get_running_loop()
-        store = cls(engine, loop, name, max_batch)
+        store = cls(engine, loop, name=name, max_batch=max_batch, watch_buffer=watch_buffer)
         store._thread.start()
         await store._ready
         store._published = engine.revision
@@ -812,7 +834,7 @@ class SqliteStore:
             raise StoreError(f"start_revision must be an int >= 1, not {start_revision!r}")
         if self._closed:
             raise StoreUnavailable("the store is closed")
-        watcher = _Watcher(prefix)
+        watcher = _Watcher(prefix, self._watch_buffer)
         self._watchers.add(watcher)
         next_revision = start_revision
         try:
