@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -26,11 +27,8 @@ class OvsSandbox:
     sockets are files in ``rundir``, reachable from the test process."""
 
     rundir: Path
-    prefix: str  # unique per sandbox: bridge, veth and namespace names start with it
-
-    @property
-    def netns(self) -> str:
-        return self.prefix
+    netns: str
+    prefix: str  # unique per test: bridge, veth and namespace names start with it
 
     @property
     def db_remote(self) -> str:
@@ -49,6 +47,10 @@ class OvsSandbox:
 
     def vsctl(self, *args: str) -> str:
         return _run("ovs-vsctl", f"--db={self.db_remote}", "--timeout=10", *args, env=self.env)
+
+    def bridges(self) -> list[str]:
+        """This test's bridges (others in the shared OVS are left out)."""
+        return [b for b in self.vsctl("list-br").split() if b.startswith(self.prefix)]
 
     def ofctl(self, *args: str) -> str:
         return _run("ovs-ofctl", "-O", "OpenFlow15", *args, env=self.env)
@@ -78,7 +80,7 @@ class OvsSandbox:
         )
 
     def stop_vswitchd(self) -> None:
-        _kill_pidfile(self.rundir / "ovs-vswitchd.pid")
+        _stop_daemon(self.rundir / "vswitchd.ctl", self.rundir / "ovs-vswitchd.pid", self.env)
 
 
 def _run(*argv: str, env: dict[str, str]) -> str:
@@ -88,11 +90,25 @@ def _run(*argv: str, env: dict[str, str]) -> str:
     return proc.stdout
 
 
-def _kill_pidfile(pidfile: Path) -> None:
+def _stop_daemon(ctl: Path, pidfile: Path, env: dict[str, str]) -> None:
+    """``ovs-appctl exit`` is immediate, where SIGTERM takes the daemons about 2 s."""
     try:
         pid = int(pidfile.read_text().strip())
     except (FileNotFoundError, ValueError):
         return
+    subprocess.run(
+        ["ovs-appctl", "-t", str(ctl), "exit"],
+        env=env,
+        capture_output=True,
+        timeout=10,
+        check=False,
+    )
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.01)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -106,37 +122,43 @@ def _kill_pidfile(pidfile: Path) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def ovs() -> Iterator[OvsSandbox]:
+@pytest.fixture(scope="module")
+def ovs_daemons() -> Iterator[OvsSandbox]:
+    """One OVS per test module (stopping vswitchd takes over a second); each test gets
+    its own name prefix through ``ovs`` and its bridges are deleted after it."""
     if os.geteuid() != 0 or shutil.which("ovs-vswitchd") is None:
         pytest.skip("needs root and Open vSwitch")
     # A short path: unix socket paths (RUNDIR/<bridge>.mgmt) are limited to 107 bytes.
     rundir = Path(tempfile.mkdtemp(prefix="kn6-", dir="/tmp"))
-    sandbox = OvsSandbox(rundir=rundir, prefix=f"k6{uuid.uuid4().hex[:5]}")
+    netns = f"k6{uuid.uuid4().hex[:5]}"
+    sandbox = OvsSandbox(rundir=rundir, netns=netns, prefix=netns)
     env = sandbox.env
     d = rundir
     try:
-        _run("ip", "netns", "add", sandbox.netns, env=env)
+        _run("ip", "netns", "add", netns, env=env)
         _run("ovsdb-tool", "create", f"{d}/conf.db", str(SCHEMA), env=env)
         _run(
-            "ip",
-            "netns",
-            "exec",
-            sandbox.netns,
-            "ovsdb-server",
-            f"{d}/conf.db",
-            f"--remote=punix:{d}/db.sock",
-            f"--pidfile={d}/ovsdb-server.pid",
-            f"--unixctl={d}/ovsdb-server.ctl",
-            f"--log-file={d}/ovsdb-server.log",
-            "--detach",
+            "ip", "netns", "exec", netns, "ovsdb-server", f"{d}/conf.db",
+            f"--remote=punix:{d}/db.sock", f"--pidfile={d}/ovsdb-server.pid",
+            f"--unixctl={d}/ovsdb-server.ctl", f"--log-file={d}/ovsdb-server.log", "--detach",
             env=env,
-        )
+        )  # fmt: skip
         sandbox.vsctl("--no-wait", "init")
         sandbox.start_vswitchd()
         yield sandbox
     finally:
         sandbox.stop_vswitchd()
-        _kill_pidfile(d / "ovsdb-server.pid")
-        subprocess.run(["ip", "netns", "delete", sandbox.netns], capture_output=True, check=False)
+        _stop_daemon(d / "ovsdb-server.ctl", d / "ovsdb-server.pid", env)
+        subprocess.run(["ip", "netns", "delete", netns], capture_output=True, check=False)
         shutil.rmtree(rundir, ignore_errors=True)
+
+
+@pytest.fixture
+def ovs(ovs_daemons: OvsSandbox) -> Iterator[OvsSandbox]:
+    sandbox = dataclasses.replace(ovs_daemons, prefix=f"k6{uuid.uuid4().hex[:5]}")
+    try:
+        yield sandbox
+    finally:
+        for bridge in sandbox.vsctl("list-br").split():
+            if bridge.startswith(sandbox.prefix):
+                sandbox.vsctl("--if-exists", "del-br", bridge)

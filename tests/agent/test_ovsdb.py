@@ -135,7 +135,7 @@ async def test_ensure_bridge_sets_columns_and_is_idempotent(ovs: OvsSandbox, ovs
     assert config["fail_mode"] == ["secure"] or config["fail_mode"] == "secure"
     assert sorted(config["protocols"]) == ["OpenFlow13", "OpenFlow14", "OpenFlow15"]
     assert config["other_config"]["hwaddr"] == "02:00:00:00:aa:01"
-    assert ovs.vsctl("list-br").split() == [br]
+    assert ovs.bridges() == [br]
     # the bridge's mgmt socket is what the OpenFlow adapters connect to
     assert ovs.mgmt_path(br).exists()
 
