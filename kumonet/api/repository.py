@@ -3,6 +3,7 @@ full (admin) view as JSON, so agents and other readers can use it as is."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,8 @@ from kumonet.store import trees
 from kumonet.store.contract import Compare, KeyValue, Put, Store
 
 Resource = dict[str, Any]
+# Ids become key parts: anything else cannot name a stored resource.
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 Clock = Callable[[], datetime]
 
 
@@ -54,7 +57,7 @@ class Repository:
         return self.prefix + resource_id
 
     async def find(self, resource_id: str) -> Stored | None:
-        if not resource_id or "/" in resource_id:
+        if not _SAFE_ID.match(resource_id):
             return None
         kv = await self.store.get(self.key(resource_id))
         if kv is None:

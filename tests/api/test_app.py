@@ -1,0 +1,136 @@
+"""Documents, error format, and malformed requests (never a 5xx, never a
+partial write)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import orjson
+
+from tests.api.conftest import Api
+
+P1 = "11111111111111111111111111111111"
+
+
+async def test_version_and_resources_documents(api: Api) -> None:
+    status, body = await api.call("GET", "/")
+    assert status == 200
+    (version,) = body["versions"]
+    assert version["id"] == "v2.0" and version["status"] == "CURRENT"
+    assert version["links"][0]["href"].endswith("/v2.0/")
+    _, body = await api.call("GET", "/v2.0/")
+    names = {r["collection"] for r in body["resources"]}
+    assert {"networks", "subnets", "ports"} <= names
+
+
+async def test_extensions_list_only_real_ones(api: Api) -> None:
+    _, body = await api.call("GET", "/v2.0/extensions")
+    aliases = {e["alias"] for e in body["extensions"]}
+    assert {"provider", "external-net", "binding", "port-security", "net-mtu"} <= aliases
+    assert "router" not in aliases and "security-group" not in aliases
+    status, body = await api.call("GET", "/v2.0/extensions/provider")
+    assert status == 200 and body["extension"]["alias"] == "provider"
+    status, _ = await api.call("GET", "/v2.0/extensions/router")
+    assert status == 404
+
+
+async def _snapshot(api: Api) -> dict[str, Any]:
+    out = {}
+    for collection in ("networks", "subnets", "ports"):
+        _, body = await api.call("GET", f"/v2.0/{collection}")
+        out[collection] = body[collection]
+    return out
+
+
+def _is_neutron_error(body: Any) -> bool:
+    return isinstance(body, dict) and set(body) == {"NeutronError"} and \
+        set(body["NeutronError"]) == {"type", "message", "detail"}
+
+
+async def test_malformed_requests_are_4xx_and_write_nothing(api: Api) -> None:
+    net = await api.create("networks", "network", project=P1)
+    sub = await api.create("subnets", "subnet", project=P1, network_id=net["id"],
+                           ip_version=4, cidr="10.0.0.0/24")
+    before = await _snapshot(api)
+    cases: list[tuple[str, str, Any, bytes | None, int]] = [
+        ("POST", "/v2.0/networks", None, b"{not json", 400),
+        ("POST", "/v2.0/networks", None, b"", 400),
+        ("POST", "/v2.0/networks", None, b"[]", 400),
+        ("POST", "/v2.0/networks", {"network": {"bogus": 1}}, None, 400),
+        ("POST", "/v2.0/networks", {"network": {"admin_state_up": "maybe"}}, None, 400),
+        ("POST", "/v2.0/networks", {"network": {"name": 5}}, None, 400),
+        ("POST", "/v2.0/networks", {"network": {"name": "x" * 300}}, None, 400),
+        ("POST", "/v2.0/networks", {"network": "x"}, None, 400),
+        ("POST", "/v2.0/networks", {"networks": [{"name": "a"}, {"bogus": 1}]}, None, 400),
+        ("POST", "/v2.0/networks", {"network": {"name": "a"}, "extra": {}}, None, 400),
+        ("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4,
+                                              "cidr": "10.1.0.0/240"}}, None, 400),
+        ("POST", "/v2.0/subnets", {"subnet": {"network_id": "not-a-uuid", "ip_version": 4,
+                                              "cidr": "10.1.0.0/24"}}, None, 400),
+        ("POST", "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 5,
+                                              "cidr": "10.1.0.0/24"}}, None, 400),
+        ("POST", "/v2.0/ports", {"port": {"network_id": net["id"], "fixed_ips": [
+            {"subnet_id": sub["id"], "ip_address": "10.5.0.1"}]}}, None, 400),
+        ("POST", "/v2.0/ports", {"port": {"network_id": net["id"], "fixed_ips": "x"}},
+         None, 400),
+        ("POST", "/v2.0/ports", {"port": {"network_id": net["id"],
+                                          "fixed_ips": [{"ip_address": "10.0.0.5"},
+                                                        {"ip_address": "10.0.0.500"}]}},
+         None, 400),
+        ("POST", "/v2.0/ports", {"port": {}}, None, 400),
+        ("GET", "/v2.0/networks/not-a-uuid", None, None, 404),
+        ("GET", "/v2.0/networks?limit=-5", None, None, 400),
+        ("GET", "/v2.0/nothing", None, None, 404),
+        ("PATCH", "/v2.0/networks", None, None, 405),
+        ("PUT", f"/v2.0/networks/{net['id']}", {"network": {"mtu": "big"}}, None, 400),
+        ("PUT", f"/v2.0/networks/{net['id']}", {"network": {}}, None, 200),
+        ("PUT", f"/v2.0/networks/{net['id']}", None, None, 400),
+        ("PUT", f"/v2.0/ports/{net['id']}", {"port": {"name": "x"}}, None, 404),
+        ("POST", "/v2.0/networks", None, b'{"network": {"name": "' + b"x" * 200_000 + b'"}}',
+         413),
+    ]
+    for method, path, body, raw, expected in cases:
+        status, answer = await api.call(method, path, body, raw=raw, project=P1)
+        assert status == expected, (method, path, body, answer)
+        if status >= 400:
+            assert _is_neutron_error(answer), answer
+    after = await _snapshot(api)
+    for collection in ("subnets", "ports"):
+        assert after[collection] == before[collection]
+    assert [n["id"] for n in after["networks"]] == [n["id"] for n in before["networks"]]
+
+
+async def test_garbage_never_gets_a_5xx(api: Api) -> None:
+    net = await api.create("networks", "network", project=P1)
+    rng = random.Random(7)
+    paths = ["/", "/v2.0/", "/v2.0/networks", f"/v2.0/networks/{net['id']}",
+             "/v2.0/subnets", "/v2.0/ports", f"/v2.0/networks/{net['id']}/tags",
+             "/v2.0/networks/%00", "/v2.0/ports?fixed_ips=x", "/v2.0/ports?sort_key=",
+             "/v2.0/networks?fields=&limit=0&marker=", "/v2.0/extensions/%ff"]
+    values: list[Any] = [None, 0, -1, 1.5, "", "x", [], {}, [{}], {"a": 1}, True,
+                         "10.0.0.0/24", "::", "fa:16:3e:00:00:00", [None], "2" * 40]
+    members = ["network", "subnet", "port", "networks", "tags"]
+    attrs = ["name", "network_id", "cidr", "ip_version", "fixed_ips", "mac_address",
+             "allocation_pools", "gateway_ip", "admin_state_up", "host_routes", "tags",
+             "security_groups", "allowed_address_pairs", "binding:profile", "shared",
+             "provider:segmentation_id", "provider:network_type", "tenant_id", "id"]
+    for _ in range(400):
+        method = rng.choice(["GET", "POST", "PUT", "DELETE"])
+        path = rng.choice(paths)
+        choice = rng.random()
+        raw: bytes | None
+        if choice < 0.2:
+            raw = bytes(rng.randrange(256) for _ in range(rng.randrange(1, 64)))
+        elif choice < 0.3:
+            raw = orjson.dumps(rng.choice(values))
+        else:
+            inner = {rng.choice(attrs): rng.choice(values) for _ in range(rng.randrange(4))}
+            if rng.random() < 0.5:
+                inner["network_id"] = net["id"]
+            raw = orjson.dumps({rng.choice(members): inner})
+        status, body = await api.call(method, path, raw=raw,
+                                      project=rng.choice([P1, None]))
+        assert status < 500, (method, path, raw, body)
+        if status >= 400:
+            assert _is_neutron_error(body), body
