@@ -251,6 +251,8 @@ class _Engine:
             conn.execute("PRAGMA locking_mode=EXCLUSIVE")
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
+            # Truncate the WAL after a checkpoint if a large transaction grew it.
+            conn.execute("PRAGMA journal_size_limit=67108864")
             # Take the exclusive lock now, so that a second process fails here
             # with a clear message rather than later.
             conn.execute("BEGIN IMMEDIATE")
@@ -660,6 +662,7 @@ class SqliteStore:
         self._watchers: set[_Watcher] = set()
         self._published = engine.revision
         self._closed = False
+        self._unavailable = "the store is closed"
         self._ready: asyncio.Future[None] = loop.create_future()
         self._stopped: asyncio.Future[None] = loop.create_future()
         self._thread = threading.Thread(
@@ -718,11 +721,15 @@ class SqliteStore:
             self._post(_settle, self._ready, None, exc)
             return
         self._post(_settle, self._ready, None, None)
+        crash: BaseException | None = None
         try:
             self._serve_batches()
+        except BaseException as exc:  # a bug: stop serving rather than hang callers
+            crash = exc
         finally:
-            engine.disconnect()
-            self._post(_settle, self._stopped, None, None)
+            with contextlib.suppress(sqlite3.Error):
+                engine.disconnect()
+            self._post(self._engine_stopped, crash)
 
     def _serve_batches(self) -> None:
         engine = self._engine
@@ -781,6 +788,23 @@ class SqliteStore:
 
     # -- the event loop side --------------------------------------------------
 
+    def _engine_stopped(self, crash: BaseException | None) -> None:
+        if crash is not None:
+            self._unavailable = f"the store engine failed: {crash!r}"
+        self._closed = True
+        for watcher in self._watchers:
+            watcher.wakeup.set()
+        # Whatever is still queued will never be served.
+        error = StoreUnavailable(self._unavailable)
+        while True:
+            try:
+                item = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if item is not _STOP:
+                _settle(item[2], None, error)  # type: ignore[index]
+        _settle(self._stopped, None, None)
+
     def _deliver(self, outcomes: list[_Outcome]) -> None:
         for future, result, error, events in outcomes:
             if future is not None:
@@ -792,7 +816,7 @@ class SqliteStore:
 
     async def _call(self, method: Callable[..., tuple[T, _Events]], *args: Any) -> T:
         if self._closed:
-            raise StoreUnavailable("the store is closed")
+            raise StoreUnavailable(self._unavailable)
         future: asyncio.Future[T] = self._loop.create_future()
         self._requests.put((method, args, future))
         return await future
@@ -833,7 +857,7 @@ class SqliteStore:
         if not isinstance(start_revision, int) or start_revision < 1:
             raise StoreError(f"start_revision must be an int >= 1, not {start_revision!r}")
         if self._closed:
-            raise StoreUnavailable("the store is closed")
+            raise StoreUnavailable(self._unavailable)
         watcher = _Watcher(prefix, self._watch_buffer)
         self._watchers.add(watcher)
         next_revision = start_revision
@@ -853,7 +877,7 @@ class SqliteStore:
                 while not watcher.overflowed:
                     if not watcher.pending:
                         if self._closed:
-                            raise StoreUnavailable("the store is closed")
+                            raise StoreUnavailable(self._unavailable)
                         watcher.wakeup.clear()
                         await watcher.wakeup.wait()
                         continue
@@ -878,6 +902,8 @@ class SqliteStore:
         await self._call(self._engine.revoke_lease, _check_lease_id(lease_id))
 
     async def compact(self, revision: int) -> None:
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision < 1:
+            raise StoreError(f"a revision must be an int >= 1, not {revision!r}")
         await self._call(self._engine.compact, revision)
 
     async def members(self) -> Sequence[MemberStatus]:
