@@ -130,8 +130,9 @@ async def _status(args: argparse.Namespace) -> int:
     for vm in status.vms:
         dhcp = f" dhclient pid {vm.dhclient_pid}" if vm.dhclient_pid else ""
         netns = "" if vm.netns_exists else " (netns MISSING)"
-        print(f"  vm {vm.name:<10} {vm.host:<7} {vm.mac}  {','.join(vm.addresses) or '-':<18}"
-              f" port {vm.port_id}{dhcp}{netns}")
+        fixed = f" (port fixed_ips {','.join(vm.fixed_ips)})" if vm.fixed_ips else ""
+        print(f"  vm {vm.name:<10} {vm.host:<7} {vm.mac}  eth0 {','.join(vm.addresses) or '-':<18}"
+              f" port {vm.port_id}{fixed}{dhcp}{netns}")
     return 0
 
 

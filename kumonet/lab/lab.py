@@ -77,6 +77,7 @@ class VmStatus:
     port_id: str
     addresses: tuple[str, ...]
     dhclient_pid: int | None
+    fixed_ips: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -575,6 +576,7 @@ class Lab:
             vms.append(VmStatus(
                 vm.name, vm.host, vm.netns in namespaces, vm.mac, vm.port_id, addresses,
                 owned_pid(self.layout.vm_dir(vm.name) / "dhclient.pid", self._marker),
+                tuple(ip for ip in vm.extra.get("fixed_ips", "").split(",") if ip),
             ))
         relay = None
         if (self.layout.relay_dir / "relay.pid").exists():

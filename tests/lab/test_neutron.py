@@ -1,0 +1,100 @@
+"""VMs booted through the real Neutron API of kumonet-server, as Nova does."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from kumonet.lab.errors import LabError
+from tests.lab.conftest import LabFactory
+
+pytestmark = pytest.mark.lab
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[str]:
+    if importlib.util.find_spec("kumonet.api.main") is None:
+        pytest.skip("kumonet-server is not available")
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from kumonet.api.main import main; sys.exit(main())",
+        "--listen", url.removeprefix("http://"), "--store", f"sqlite:///{tmp_path}/k.db",
+        cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"{url}/v2.0/networks") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("kumonet-server did not come up")
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def api(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{url}/v2.0{path}", json=body) as response,
+    ):
+        assert response.status < 400, await response.text()
+        return None if response.status == 204 else await response.json()
+
+
+async def test_vm_add_creates_or_binds_the_port_like_nova(
+    lab_factory: LabFactory, server: str
+) -> None:
+    net = (await api(server, "POST", "/networks", {"network": {"name": "labnet"}}))["network"]
+    await api(server, "POST", "/subnets", {"subnet": {
+        "network_id": net["id"], "cidr": "10.9.0.0/24", "ip_version": 4}})
+    given = (await api(server, "POST", "/ports", {"port": {"network_id": net["id"]}}))["port"]
+    lab = await lab_factory.up(2, server_urls=[server])
+
+    booted = await lab.add_vm("vm1", "host1", network="labnet")
+    port = (await api(server, "GET", f"/ports/{booted.port_id}"))["port"]
+    assert port["binding:host_id"] == "host1"
+    assert port["device_owner"] == "compute:nova"
+    assert port["name"] == "vm1"
+    assert booted.mac == port["mac_address"] and booted.created_port
+    ids = await lab.ovs("host1").vsctl("get", "Interface", booted.tap, "external_ids")
+    assert f'iface-id="{port["id"]}"' in ids
+    # os-vif sets the tap's MTU to the network's
+    tap = await lab.host_exec("host1", ["ip", "link", "show", booted.tap])
+    assert f"mtu {net['mtu']}" in tap.stdout
+
+    bound = await lab.add_vm("vm2", "host2", port=given["id"])
+    assert bound.mac == given["mac_address"] and not bound.created_port
+    port = (await api(server, "GET", f"/ports/{given['id']}"))["port"]
+    assert port["binding:host_id"] == "host2" and port["device_owner"] == "compute:nova"
+
+    with pytest.raises(LabError, match="networks named"):
+        await lab.add_vm("vm3", "host1", network="no-such-net")
+    assert "vm3" not in lab.vms()
+
+    # Nova deletes the port it created and unbinds the one it was given
+    await lab.del_vm("vm1")
+    ports = {p["id"]: p for p in (await api(server, "GET", "/ports"))["ports"]}
+    assert booted.port_id not in ports
+    await lab.down()
+    port = (await api(server, "GET", f"/ports/{given['id']}"))["port"]
+    assert port["binding:host_id"] == "" and port["device_id"] == ""
