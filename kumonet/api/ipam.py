@@ -43,6 +43,10 @@ class AddressHints:
             hint.replace_committed(await self._taken(subnet_id))
         return hint
 
+    async def resync(self, subnet: dict[str, Any]) -> AddressHint:
+        self.mark_stale(subnet["id"])
+        return await self.for_subnet(subnet)
+
     def mark_stale(self, subnet_id: str) -> None:
         """Re-read the subnet's allocations before the next decision."""
         if subnet_id in self._hints:

@@ -152,6 +152,11 @@ class Ports(ResourceBase):
             hint = await self.hints.for_subnet(s)
             value = hint.reserve_lowest()
             if value is None:
+                # Another server may have freed addresses this one's hint
+                # still counts as taken: look at the store before refusing.
+                hint = await self.hints.resync(s)
+                value = hint.reserve_lowest()
+            if value is None:
                 return None
             reservations.add(s["id"], hint, value)
             return str(ipaddress.ip_address(value))

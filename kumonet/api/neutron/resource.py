@@ -160,16 +160,22 @@ class ResourceController:
     async def _create_bulk(self, identity: Identity, items: Any) -> web.Response:
         if not isinstance(items, list) or not items:
             raise BadRequest(f"Resources required with key '{self.definition.collection}'")
-        # Validate everything before writing anything; Neutron's bulk create
-        # is all or nothing too (here: best effort, earlier items stay on a
-        # later failure, which the response then reports).
+        # Validate everything before writing anything.
         parsed = []
         for item in items:
             attrs = self.definition.parse_create({self.definition.member: item},
                                                  is_admin=identity.is_admin)
             resolve_project(attrs, identity, self.definition.member)
             parsed.append(attrs)
-        created = [await self.logic.create(identity, attrs) for attrs in parsed]
+        created: list[Resource] = []
+        try:
+            for attrs in parsed:
+                created.append(await self.logic.create(identity, attrs))
+        except BaseException:
+            # Neutron's bulk create is all or nothing: undo what was made.
+            for resource in reversed(created):
+                await self.logic.delete(identity, resource["id"], None)
+            raise
         return json_response({self.definition.collection:
                               [self._view(c, identity) for c in created]}, status=201)
 

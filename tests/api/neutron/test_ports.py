@@ -166,3 +166,44 @@ async def test_two_servers_on_one_store_never_double_allocate(
         for api in clients:
             await api.client.close()
         await store.close()
+
+
+async def test_address_freed_by_another_server_is_found_when_pool_looks_full(
+        tmp_path: Path, server_config: ServerConfig) -> None:
+    store = await open_store(f"sqlite:///{tmp_path}/shared.db")
+    clients = []
+    try:
+        for _ in range(2):
+            client: TestClient[Any, Any] = TestClient(TestServer(
+                make_app(store, server_config, NoAuth()), host="127.0.0.1"))
+            await client.start_server()
+            clients.append(Api(client))
+        a, b = clients
+        net, _ = await _net_subnet(a, "10.0.0.0/29")  # 5 addresses after the gateway
+        ports = [await a.create("ports", "port", project=P1, network_id=net["id"])
+                 for _ in range(5)]
+        status, _ = await b.call("DELETE", f"/v2.0/ports/{ports[2]['id']}", project=P1)
+        assert status == 204
+        again = await a.create("ports", "port", project=P1, network_id=net["id"])
+        assert again["fixed_ips"][0]["ip_address"] == ports[2]["fixed_ips"][0]["ip_address"]
+        status, body = await a.call("POST", "/v2.0/ports", {"port": {"network_id": net["id"]}},
+                                    project=P1)
+        assert status == 409 and body["NeutronError"]["type"] == "IpAddressGenerationFailure"
+    finally:
+        for api in clients:
+            await api.client.close()
+        await store.close()
+
+
+async def test_bulk_create_is_all_or_nothing(api: Api) -> None:
+    net, _ = await _net_subnet(api)
+    status, body = await api.call("POST", "/v2.0/ports", {"ports": [
+        {"network_id": net["id"], "name": "a"},
+        {"network_id": net["id"], "fixed_ips": [{"ip_address": "10.0.0.2"}]}]}, project=P1)
+    assert status == 409, body
+    _, body = await api.call("GET", "/v2.0/ports", project=P1)
+    assert body["ports"] == []
+    status, body = await api.call("POST", "/v2.0/ports", {"ports": [
+        {"network_id": net["id"], "name": "a"}, {"network_id": net["id"], "name": "b"}]},
+        project=P1)
+    assert status == 201 and [p["name"] for p in body["ports"]] == ["a", "b"]
