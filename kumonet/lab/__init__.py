@@ -1,1 +1,101 @@
+"""The multi-host lab: a small cloud on one machine, for the demo and for
+end-to-end tests.
 
+What it builds (prefix ``kl`` by default; every name below carries it)::
+
+    kl-ul       underlay namespace: Linux bridge kl-ulbr 192.0.2.254/24
+      |  veth kl-ul-hN  <->  kl-ul (in the host, a port of br-phy)
+    kl-hostN    one per host: its own ovsdb-server + ovs-vswitchd (userspace
+                datapath, datapath_type=netdev) with every file in
+                /run/kumonet-lab/kl/hosts/hostN/ (conf.db, db.sock,
+                br-int.mgmt, ovs-vswitchd.ctl, pid files, logs);
+                br-phy (netdev) holds the underlay address 192.0.2.N/24,
+                br-int (netdev, fail_mode=secure) is the integration bridge;
+                kumonet-agent --config hostN/agent.ini (when available)
+    kl-vm-NAME  one per VM: eth0 (veth, the port's MAC) whose peer
+                tap<port id[:11]> is a port of its host's br-int with
+                external_ids iface-id / attached-mac / iface-status=active /
+                vm-uuid, as Nova with os-vif plugs it
+
+Commands (``kumonet lab --help``; every one takes ``--prefix P``)::
+
+    kumonet lab up --hosts N [--server URL] [--no-agents] [--underlay-mtu M]
+    kumonet lab vm add NAME --host HOST (--network NET | --port PORT) [--server URL]
+    kumonet lab vm dhcp NAME [--timeout S]    # real ISC dhclient; prints the lease
+    kumonet lab vm exec NAME -- CMD ...
+    kumonet lab vm del NAME
+    kumonet lab host exec HOST -- CMD ...     # OVS_RUNDIR set: plain ovs-vsctl works
+    kumonet lab flows HOST [--bridge br-int]
+    kumonet lab status [--json]
+    kumonet lab down
+
+``vm add --network`` creates the port through the Neutron API exactly as
+``nova boot --nic net-id=`` does (``POST /v2.0/ports`` with device_owner
+``compute:nova``, device_id, ``binding:host_id``); ``--port`` binds a given
+port (``PUT``). ``vm del`` / ``down`` delete the ports the lab created and
+unbind the others. The tap gets the network's MTU (os-vif does that); the
+VM's eth0 learns its MTU by DHCP, like a real guest (``--mtu`` sets it by
+hand). The underlay MTU is 1500 by default, so VXLAN networks are 1450 as
+Neutron computes them and a VM without the DHCP MTU breaks on full-size
+TCP segments exactly as it would in a real cloud.
+
+Python API (``kumonet.lab.lab.Lab``; coroutines, usable from any loop)::
+
+    lab = await Lab.up(3, prefix="kl", server_urls=["http://127.0.0.1:9696"])
+    lab = Lab.load("kl")                        # any later process
+    vm = await lab.add_vm("vm1", "host1", network="net1")
+    lease = await lab.vm_dhcp("vm1")            # DhcpLease(address, gateway, dns, mtu, ...)
+    await lab.ping("vm1", "10.0.0.3")           # retries: first packet to a new tunnel is lost
+    await lab.tcp_check("vm1", "vm2", "10.0.0.3")   # 200 kB, SHA-256 checked
+    await lab.vm_exec("vm1", ["ip", "route"]); await lab.host_exec("host1", [...])
+    await lab.dump_flows("host1")               # ovs-ofctl -O OpenFlow15 dump-flows br-int
+    lab.ovs("host1").vsctl(...), .ofctl(...), .appctl(...)
+    await lab.status(); await lab.del_vm("vm1"); await lab.down()
+    await Lab.teardown("kl")                    # without state, after a crash
+
+State: ``/run/kumonet-lab/<prefix>/lab.json`` (hosts, servers, options, written
+once by ``up``) and ``vms/<name>/vm.json`` per VM, so concurrent ``vm add``
+commands never rewrite one file.
+
+Agents and the server ("the agents reach a server given on loopback"): each
+agent runs inside its host's namespace, like on a real hypervisor — its OVS,
+routes and later router namespaces, keepalived and failure injection are
+"on the host". There 127.0.0.1 is the namespace's own loopback, so the lab
+runs one relay process (``kumonet.lab.relay``) that listens on the server's
+loopback address and port *inside every host namespace* and forwards to the
+machine's loopback. Agents keep the exact URL the operator gave, the server
+keeps listening on loopback, and nothing changes outside the lab's namespaces
+(no address, route or veth in the machine's namespace to clean up after a
+crash). The alternative — agents in the machine's namespace using the OVS
+socket files — would work for OVSDB/OpenFlow but not for what the agent does
+later inside the host (router namespaces, keepalived, its own address).
+Agents start only when ``kumonet.agent.main`` exists; until then ``up`` says
+so and brings the hosts up without them.
+
+Cleanup: ``down`` works with or without state and is safe to repeat. It
+deletes the API ports of its VMs (best effort), stops processes named in pid
+files, then every process whose command line names the run directory (a
+crashed ``up`` records nothing), then whatever still runs inside the lab's
+namespaces; deletes the namespaces by prefix (their veths go with them),
+interfaces named after the lab in the machine's namespace (the lab creates
+none there; defensive), and the run directory. A failed ``up`` tears down
+what it built unless ``--keep-on-failure``.
+
+Traps handled (DESIGN.md): TX checksum offload off on both ends of every
+veth (TCP breaks otherwise, ping does not); dhclient with its own ``-sf``
+script (``kumonet.lab.dhclient_script``: configures only the VM namespace,
+writes resolv.conf into the VM's lab directory), ``-cf``, pid and lease file
+per VM; ``net.ipv4.neigh.eth0.retrans_time_ms=100`` in VMs; probes retry;
+per-lab prefixes; ``--unixctl`` for a fixed ovs-vswitchd control socket.
+
+Tests: ``tests/lab/conftest.py`` holds the fixtures (a session-scoped shared
+``lab``, ``vms`` for per-test VMs on it, ``lab_factory`` for tests that need
+their own lab); its docstring says how to reuse them.
+
+Room for later (L3 issue): an "external" upstream namespace
+(``<prefix>-ext``, 203.0.113.1/24) on a flat physnet bridged to br-ex of L3
+hosts fits the same scheme (``AgentConfig`` already renders
+``bridge_mappings``), and ``lab host fail HOST --how agent|link|host`` maps to: kill the
+agent by its pid file / set the host's underlay veth down in ``<prefix>-ul``
+/ stop all of the host's processes.
+"""
