@@ -1,0 +1,198 @@
+"""OpenFlow reconciliation I/O: read kumonet's installed flows, apply a change atomically.
+
+A kumonet flow is known by its cookie alone: the compiler derives the cookie from the
+flow's content and puts ``COOKIE_MARKER`` in its high 16 bits. Reconciling is then a
+set difference on cookies (``plan_flow_change``, pure), applied as ONE
+``ovs-ofctl --bundle`` transaction that deletes obsolete cookies and adds missing
+flows. A flow still wanted is never deleted and re-added, so restarting the agent does
+not disturb traffic (its counters and ``duration`` survive).
+
+``ovs-ofctl`` talks to the bridge's service socket (``unix:RUNDIR/<bridge>.mgmt``),
+so no controller has to be configured on the bridge. One bundled ``ovs-ofctl`` call
+installs 10,000 flows in about 0.2 s on this class of machine, far faster than
+serialising the same messages in Python.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+#: High 16 bits of every kumonet flow cookie: "kn". Agreed with the compiler
+#: (``kumonet.dataplane.flow.COOKIE_MARKER``); a test keeps the two equal.
+COOKIE_MARKER = 0x6B6E
+COOKIE_MARKER_SHIFT = 48
+COOKIE_MARKER_MASK = 0xFFFF << COOKIE_MARKER_SHIFT
+COOKIE_MARKER_VALUE = COOKIE_MARKER << COOKIE_MARKER_SHIFT
+
+OPENFLOW_VERSION = "OpenFlow15"
+
+_COOKIE_FILTER = f"cookie={COOKIE_MARKER_VALUE:#x}/{COOKIE_MARKER_MASK:#x}"
+_FIELD = re.compile(r"(cookie|duration|table|n_packets|n_bytes|priority)=([0-9a-fx.]+)s?")
+_FLOW_KEYWORDS = ("add", "modify", "modify_strict", "delete", "delete_strict")
+
+
+def is_kumonet_cookie(cookie: int) -> bool:
+    return (cookie & COOKIE_MARKER_MASK) == COOKIE_MARKER_VALUE
+
+
+class OpenFlowError(RuntimeError):
+    """ovs-ofctl failed; for a bundle this means nothing was changed."""
+
+
+@dataclass(frozen=True, slots=True)
+class InstalledFlow:
+    """One flow as ``ovs-ofctl dump-flows`` shows it."""
+
+    cookie: int
+    table: int
+    priority: int
+    duration: float
+    n_packets: int
+    n_bytes: int
+    text: str  # the dump line, stats included, for diagnostics
+
+
+@dataclass(frozen=True, slots=True)
+class FlowChange:
+    """The difference between installed and desired flows, as one bundle applies it.
+
+    Deletions come first in the bundle, so a flow replaced by one with the same match
+    and priority (new actions, hence a new cookie) never has both, nor neither,
+    installed as seen by a packet.
+    """
+
+    delete_cookies: frozenset[int] = frozenset()
+    add_lines: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not (self.delete_cookies or self.add_lines)
+
+    def bundle_text(self) -> str:
+        """The ``add-flows --bundle`` input: one ``delete``/``add`` flow mod per line."""
+        deletes = (f"delete cookie={cookie:#x}/-1\n" for cookie in sorted(self.delete_cookies))
+        adds = (f"add {line}\n" for line in self.add_lines)
+        return "".join(deletes) + "".join(adds)
+
+
+def plan_flow_change(installed: Mapping[int, int], desired: Mapping[int, str]) -> FlowChange:
+    """What to delete and add so that ``installed`` (cookie -> number of flows carrying
+    it) becomes ``desired`` (cookie -> ``add-flows`` line).
+
+    A cookie carried by more than one installed flow is not what the compiler
+    produced (an operator copied a flow, or a compiler bug): it is deleted and, if
+    still wanted, its one desired flow is added back.
+    """
+    for cookie, line in desired.items():
+        if not is_kumonet_cookie(cookie):
+            raise ValueError(f"cookie {cookie:#x} lacks the kumonet marker: {line}")
+        if "\n" in line or line.split(None, 1)[0] in _FLOW_KEYWORDS:
+            raise ValueError(f"not a single flow line: {line!r}")
+    duplicated = {cookie for cookie, count in installed.items() if count > 1}
+    delete = frozenset(cookie for cookie in installed if cookie not in desired) | duplicated
+    add = tuple(
+        line
+        for cookie, line in sorted(desired.items())
+        if cookie not in installed or cookie in duplicated
+    )
+    return FlowChange(delete_cookies=delete, add_lines=add)
+
+
+def parse_dump_flows(output: str) -> list[InstalledFlow]:
+    """Parse ``ovs-ofctl dump-flows`` output (any OpenFlow version)."""
+    flows: list[InstalledFlow] = []
+    for raw in output.splitlines():
+        line = raw.strip()
+        if not line.startswith("cookie=") and " actions=" not in line:
+            continue  # the reply header ("OFPST_FLOW reply ...")
+        fields = dict(_FIELD.findall(line.split(" actions=", 1)[0]))
+        flows.append(
+            InstalledFlow(
+                cookie=int(fields.get("cookie", "0"), 16),
+                table=int(fields.get("table", "0")),
+                # dump-flows leaves the default priority out
+                priority=int(fields.get("priority", "32768")),
+                duration=float(fields.get("duration", "0")),
+                n_packets=int(fields.get("n_packets", "0")),
+                n_bytes=int(fields.get("n_bytes", "0")),
+                text=line,
+            )
+        )
+    return flows
+
+
+@dataclass(frozen=True, slots=True)
+class OpenFlowBridge:
+    """One bridge's flow tables, reached through its service socket.
+
+    ``target`` is what ``ovs-ofctl`` takes, e.g. ``unix:/run/openvswitch/br-int.mgmt``.
+    """
+
+    target: str
+    ofctl: str = "ovs-ofctl"
+    timeout: float = 60.0
+
+    @classmethod
+    def for_bridge(cls, rundir: str | Path, bridge: str) -> OpenFlowBridge:
+        return cls(target=f"unix:{Path(rundir) / bridge}.mgmt")
+
+    async def dump_flows(self) -> list[InstalledFlow]:
+        """kumonet's installed flows (the switch filters on the cookie marker)."""
+        output = await self._ofctl("dump-flows", self.target, _COOKIE_FILTER)
+        return [flow for flow in parse_dump_flows(output) if is_kumonet_cookie(flow.cookie)]
+
+    async def dump_cookies(self) -> dict[int, int]:
+        """Installed kumonet cookies, each with how many flows carry it (normally 1)."""
+        return dict(Counter(flow.cookie for flow in await self.dump_flows()))
+
+    async def apply(self, change: FlowChange) -> None:
+        """Apply ``change`` in one atomic bundle: if any flow mod fails, none applies."""
+        if change.empty:
+            return
+        await self._ofctl("--bundle", "add-flows", self.target, "-", stdin=change.bundle_text())
+
+    async def reconcile(self, desired: Mapping[int, str]) -> FlowChange:
+        """Make kumonet's flows exactly ``desired``; returns the change applied.
+
+        Other flows on the bridge (without the marker) are left alone.
+        """
+        change = plan_flow_change(await self.dump_cookies(), desired)
+        await self.apply(change)
+        return change
+
+    async def _ofctl(self, *args: str, stdin: str | None = None) -> str:
+        argv = (self.ofctl, "-O", OPENFLOW_VERSION, *args)
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            stdout, stderr = await asyncio.wait_for(
+                proc.communicate(stdin.encode() if stdin is not None else None), self.timeout
+            )
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            raise OpenFlowError(f"{' '.join(argv[:4])}: no answer in {self.timeout} s") from None
+        if proc.returncode != 0:
+            raise OpenFlowError(
+                f"{' '.join(argv[:5])} failed (rc={proc.returncode}): "
+                f"{stderr.decode(errors='replace').strip()}"
+            )
+        return stdout.decode()
+
+
+def desired_from_lines(lines: Iterable[tuple[int, str]]) -> dict[int, str]:
+    """Build the ``desired`` mapping, refusing two different flows with one cookie."""
+    desired: dict[int, str] = {}
+    for cookie, line in lines:
+        if desired.setdefault(cookie, line) != line:
+            raise ValueError(f"cookie {cookie:#x} names two flows: {desired[cookie]!r}, {line!r}")
+    return desired
