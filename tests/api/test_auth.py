@@ -1,0 +1,135 @@
+"""``--auth keystone``: the real keystonemiddleware, validating tokens
+against a small stand-in Keystone on loopback (no real Keystone here), and
+noauth's header identity."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from kumonet.api.auth import KeystoneAuth
+from kumonet.api.config import ServerConfig
+from kumonet.api.identity import identity_from_headers
+from kumonet.api.main import make_app
+from kumonet.store.url import open_store
+from tests.api.conftest import Api
+
+TOKENS = {"tok-member": ("p1", ["member", "reader"]), "tok-admin": ("p0", ["admin"])}
+SERVICE_TOKEN = "tok-service"
+
+
+def _token(base: str, project: str, roles: list[str]) -> dict[str, Any]:
+    domain = {"id": "default", "name": "Default"}
+    return {"token": {
+        "methods": ["password"], "expires_at": "2099-01-01T00:00:00.000000Z",
+        "issued_at": "2026-01-01T00:00:00.000000Z",
+        "user": {"id": "u-" + project, "name": "user", "domain": domain},
+        "project": {"id": project, "name": "proj-" + project, "domain": domain},
+        "roles": [{"id": r, "name": r} for r in roles],
+        "catalog": [{"type": "identity", "name": "keystone", "id": "k", "endpoints": [
+            {"interface": i, "url": base + "/v3", "region": "RegionOne",
+             "region_id": "RegionOne", "id": "e-" + i} for i in ("public", "internal", "admin")
+        ]}]}}
+
+
+def _stand_in_keystone() -> web.Application:
+    """Just enough of Keystone v3 for keystonemiddleware: discovery, the
+    service's own token, token validation."""
+    app = web.Application()
+
+    def version(base: str) -> dict[str, Any]:
+        return {"id": "v3.14", "status": "stable", "updated": "2020-01-01T00:00:00Z",
+                "links": [{"rel": "self", "href": base + "/v3/"}],
+                "media-types": [{"base": "application/json",
+                                 "type": "application/vnd.openstack.identity-v3+json"}]}
+
+    async def root(request: web.Request) -> web.Response:
+        return web.json_response({"versions": {"values": [version(f"http://{request.host}")]}},
+                                 status=300)
+
+    async def v3(request: web.Request) -> web.Response:
+        return web.json_response({"version": version(f"http://{request.host}")})
+
+    async def issue(request: web.Request) -> web.Response:
+        return web.json_response(_token(f"http://{request.host}", "service", ["service"]),
+                                 status=201, headers={"X-Subject-Token": SERVICE_TOKEN})
+
+    async def validate(request: web.Request) -> web.Response:
+        if request.headers.get("X-Auth-Token") != SERVICE_TOKEN:
+            return web.json_response({"error": {"code": 401}}, status=401)
+        subject = request.headers.get("X-Subject-Token", "")
+        if subject not in TOKENS:
+            return web.json_response({"error": {"code": 404, "message": "not found"}},
+                                     status=404)
+        project, roles = TOKENS[subject]
+        return web.json_response(_token(f"http://{request.host}", project, roles),
+                                 headers={"X-Subject-Token": subject})
+
+    app.router.add_get("/", root)
+    app.router.add_get("/v3", v3)
+    app.router.add_get("/v3/", v3)
+    app.router.add_post("/v3/auth/tokens", issue)
+    app.router.add_get("/v3/auth/tokens", validate)
+    return app
+
+
+@pytest.fixture
+async def keystone_api(tmp_path: Path, server_config: ServerConfig) -> AsyncIterator[Api]:
+    keystone = TestServer(_stand_in_keystone(), host="127.0.0.1")
+    await keystone.start_server()
+    base = f"http://127.0.0.1:{keystone.port}"
+    options = {"www_authenticate_uri": base, "auth_url": base, "auth_type": "password",
+               "username": "neutron", "password": "secret", "project_name": "service",
+               "user_domain_name": "Default", "project_domain_name": "Default"}
+    with warnings.catch_warnings():
+        # keystonemiddleware warns about its in-process token cache.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        auth = KeystoneAuth(options)
+    store = await open_store(f"sqlite:///{tmp_path}/ks.db")
+    client: TestClient[Any, Any] = TestClient(TestServer(
+        make_app(store, server_config, auth), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield Api(client)
+    finally:
+        await client.close()
+        await store.close()
+        await keystone.close()
+
+
+async def test_keystone_tokens_decide_identity(keystone_api: Api) -> None:
+    api = keystone_api
+    status, body = await api.call("GET", "/v2.0/networks")
+    assert status == 401 and body["NeutronError"]["type"] == "HTTPUnauthorized"
+    status, body = await api.call("GET", "/v2.0/networks",
+                                  headers={"X-Auth-Token": "tok-bogus"})
+    assert status == 401
+    status, _ = await api.call("GET", "/")
+    assert status == 200
+    member = {"X-Auth-Token": "tok-member", "X-Project-Id": "forged", "X-Roles": "admin"}
+    status, body = await api.call("POST", "/v2.0/networks", {"network": {"name": "n"}},
+                                  headers=member)
+    assert status == 201, body
+    net = body["network"]
+    # the token's project, not the forged header
+    assert net["tenant_id"] == "p1" and "provider:network_type" not in net
+    status, body = await api.call("GET", f"/v2.0/networks/{net['id']}",
+                                  headers={"X-Auth-Token": "tok-admin"})
+    assert status == 200 and body["network"]["provider:network_type"] == "vxlan"
+    status, body = await api.call("POST", "/v2.0/networks", {"network": {
+        "provider:network_type": "vxlan"}}, headers=member)
+    assert status == 403
+
+
+def test_noauth_identity_from_headers() -> None:
+    admin = identity_from_headers({})
+    assert admin.is_admin and admin.project_id is None
+    member = identity_from_headers({"X-Project-Id": "p", "X-Roles": "member, reader"})
+    assert not member.is_admin and member.roles == {"member", "reader"}
+    assert identity_from_headers({"X-Project-Id": "p", "X-Roles": "Admin"}).is_admin
