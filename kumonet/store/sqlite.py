@@ -243,54 +243,61 @@ class _Engine:
     # -- life cycle ---------------------------------------------------------
 
     def connect(self) -> None:
-        if self.path != MEMORY:
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, timeout=0, cached_statements=64)
-        self._conn = conn
         try:
-            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            # Truncate the WAL after a checkpoint if a large transaction grew it.
-            conn.execute("PRAGMA journal_size_limit=67108864")
-            # Take the exclusive lock now, so that a second process fails here
-            # with a clear message rather than later.
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            self._conn = None
+            if self.path != MEMORY:
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, isolation_level=None, timeout=0, cached_statements=64
+            )
+            self._prepare(self._conn)
+        except (sqlite3.Error, OSError) as exc:
+            self._close_after_failure()
             if "locked" in str(exc):
                 raise StoreError(f"{self.path} is in use by another process") from exc
-            raise StoreError(f"cannot open {self.path}: {exc}") from exc
-        try:
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            stored = dict(conn.execute("SELECT name, value FROM meta").fetchall())
-            schema = stored.get("schema", _SCHEMA_VERSION)
-            if schema != _SCHEMA_VERSION:
-                raise StoreError(f"{self.path} has schema {schema}, expected {_SCHEMA_VERSION}")
-            self.revision = stored.get("revision", 1)
-            self.compact_revision = stored.get("compact_revision", 0)
-            conn.executemany(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
-                [
-                    ("schema", _SCHEMA_VERSION),
-                    ("revision", self.revision),
-                    ("compact_revision", self.compact_revision),
-                ],
-            )
-            # A restart gives every lease its full TTL again: its holder may
-            # not have been able to reach us while we were down.
-            conn.execute("UPDATE lease SET deadline = ? + ttl", (time.time(),))
-            conn.execute("COMMIT")
-            self._load_leases()
+            raise StoreError(f"cannot open the store {self.path}: {exc}") from exc
         except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            conn.close()
-            self._conn = None
+            self._close_after_failure()
             raise
+
+    def _close_after_failure(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            self._conn.close()
+            self._conn = None
+
+    def _prepare(self, conn: sqlite3.Connection) -> None:
+        conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        # Truncate the WAL after a checkpoint if a large transaction grew it.
+        conn.execute("PRAGMA journal_size_limit=67108864")
+        # Take the exclusive lock now, so that a second process fails here
+        # with a clear message rather than later.
+        conn.execute("BEGIN IMMEDIATE")
+        for statement in _SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        stored = dict(conn.execute("SELECT name, value FROM meta").fetchall())
+        schema = stored.get("schema", _SCHEMA_VERSION)
+        if schema != _SCHEMA_VERSION:
+            raise StoreError(f"{self.path} has schema {schema}, expected {_SCHEMA_VERSION}")
+        self.revision = stored.get("revision", 1)
+        self.compact_revision = stored.get("compact_revision", 0)
+        conn.executemany(
+            "INSERT OR IGNORE INTO meta (name, value) VALUES (?, ?)",
+            [
+                ("schema", _SCHEMA_VERSION),
+                ("revision", self.revision),
+                ("compact_revision", self.compact_revision),
+            ],
+        )
+        # A restart gives every lease its full TTL again: its holder may not
+        # have been able to reach us while we were down.
+        conn.execute("UPDATE lease SET deadline = ? + ttl", (time.time(),))
+        conn.execute("COMMIT")
+        self._load_leases()
 
     def disconnect(self) -> None:
         if self._conn is not None:

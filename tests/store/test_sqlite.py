@@ -21,6 +21,7 @@ import pytest
 from kumonet.store.contract import (
     CompactedError,
     Delete,
+    DeletePrefix,
     EventType,
     KeyValue,
     LeaseNotFound,
@@ -29,7 +30,7 @@ from kumonet.store.contract import (
     StoreUnavailable,
     key_absent,
 )
-from kumonet.store.sqlite import MEMORY, SqliteStore, prefix_end
+from kumonet.store.sqlite import HISTORY_PAGE, MEMORY, SqliteStore, prefix_end
 from tests.store.test_contract import take, take_until, watching
 
 REPO = Path(__file__).resolve().parents[2]
@@ -360,5 +361,54 @@ async def test_members_report_the_file() -> None:
         assert member.raft_state == "Leader"
         assert member.endpoint == "sqlite:///:memory:"
         assert member.commit_index == member.applied_index == 1
+    finally:
+        await store.close()
+
+
+async def test_catching_up_pages_through_long_and_wide_history() -> None:
+    store = await SqliteStore.open(MEMORY)
+    try:
+        # One revision wider than a history page, then many narrow ones.
+        wide = [Put(f"/w/{i:05}", b"") for i in range(HISTORY_PAGE + 500)]
+        await store.txn([], wide)
+        for i in range(2 * HISTORY_PAGE + 10):
+            await store.put(f"/n/{i % 3}", str(i).encode())
+        await store.txn([], [DeletePrefix("/w/")])
+        await store.put("/end", b"")
+        async with watching(store, "/", 2) as events:
+            got = await take_until(events, "/end")
+        expected_count = 2 * len(wide) + 2 * HISTORY_PAGE + 10 + 1
+        assert len(got) == expected_count
+        revisions = [e.kv.mod_revision for e in got]
+        assert revisions == sorted(revisions)
+        assert [e.kv.key for e in got[: len(wide)]] == [op.key for op in wide]
+        assert {e.kv.mod_revision for e in got[: len(wide)]} == {2}
+        # A prefix that matches only some of the rows pages the same way.
+        async with watching(store, "/n/1", 2) as events:
+            narrow = await take(events, (2 * HISTORY_PAGE + 10) // 3)
+        assert all(e.kv.key == "/n/1" for e in narrow)
+    finally:
+        await store.close()
+
+
+async def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    path.write_bytes(b"this is not an SQLite database" * 100)
+    with pytest.raises(StoreError, match="cannot open"):
+        await SqliteStore.open(path)
+    with pytest.raises(StoreError, match="cannot open"):
+        await SqliteStore.open(tmp_path)  # a directory
+
+
+async def test_watch_arguments_are_checked() -> None:
+    store = await SqliteStore.open(MEMORY)
+    try:
+        with pytest.raises(StoreError):
+            async with watching(store, "/", 0) as events:
+                await take(events, 1)
+        with pytest.raises(StoreError):
+            await store.compact(0)
+        with pytest.raises(StoreError):
+            await store.grant_lease(0)
     finally:
         await store.close()
