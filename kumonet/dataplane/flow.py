@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from enum import Enum
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -234,6 +233,8 @@ def _nxm(field_name: str) -> str:
 
 
 def _walk(actions: tuple[Action, ...]) -> list[Action]:
+    if not any(isinstance(action, Clone) for action in actions):
+        return list(actions)
     found: list[Action] = []
     for action in actions:
         found.append(action)
@@ -258,36 +259,31 @@ class Flow:
     priority: int
     match: tuple[tuple[str, str], ...]
     actions: tuple[Action, ...] = field(default=())
+    # Derived once at build time (every flow is rendered and diffed by cookie).
+    body: str = field(init=False, compare=False, repr=False)
+    cookie: int = field(init=False, compare=False, repr=False)
+    _head_length: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         self.table.check(self)
-
-    @cached_property
-    def _texts(self) -> tuple[str, str]:
         head = f"table={self.table.number},priority={self.priority}"
         tail = ""
         if self.match:
-            tail = "," + ",".join(f"{name}={value}" for name, value in self.match)
-        actions = ",".join(action.render() for action in self.actions) or "drop"
-        return head, f"{tail} actions={actions}"
-
-    @property
-    def body(self) -> str:
-        """Everything but the cookie, in ovs-ofctl syntax: the flow's identity."""
-        head, tail = self._texts
-        return head + tail
-
-    @cached_property
-    def cookie(self) -> int:
-        digest = hashlib.blake2b(self.body.encode(), digest_size=8).digest()
-        return (COOKIE_MARKER << COOKIE_MARKER_SHIFT) | (
+            tail = "," + ",".join([f"{name}={value}" for name, value in self.match])
+        actions = ",".join([action.render() for action in self.actions]) or "drop"
+        body = f"{head}{tail} actions={actions}"
+        digest = hashlib.blake2b(body.encode(), digest_size=8).digest()
+        cookie = (COOKIE_MARKER << COOKIE_MARKER_SHIFT) | (
             int.from_bytes(digest, "big") & COOKIE_HASH_MASK
         )
+        object.__setattr__(self, "body", body)
+        object.__setattr__(self, "cookie", cookie)
+        object.__setattr__(self, "_head_length", len(head))
 
     def render(self) -> str:
         """The `add-flows` line, cookie included."""
-        head, tail = self._texts
-        return f"{head},cookie={self.cookie:#x}{tail}"
+        cut = self._head_length
+        return f"{self.body[:cut]},cookie={self.cookie:#x}{self.body[cut:]}"
 
     def key(self) -> tuple[int, int, tuple[tuple[str, str], ...]]:
         """What OpenFlow considers the same flow entry: table, priority, match."""
@@ -304,19 +300,24 @@ def is_kumonet_cookie(cookie: int) -> bool:
 def canonical_match(match: dict[str, str | int]) -> tuple[tuple[str, str], ...]:
     """Sort a match into canonical field order; ints become decimal text."""
     try:
-        items = sorted(match.items(), key=lambda item: _FIELD_RANK[item[0]])
+        names = sorted(match, key=_FIELD_RANK.__getitem__)
     except KeyError as exc:
         raise PipelineError(f"unknown match field {exc.args[0]!r}") from None
-    return tuple((name, str(value)) for name, value in items)
+    return tuple([(name, str(match[name])) for name in names])
+
+
+_REQUIRES = {name: spec.requires for name, spec in FIELDS.items() if spec.requires}
 
 
 def check_prerequisites(match: tuple[tuple[str, str], ...]) -> None:
     """Raise if a field is matched without the field values it depends on."""
-    values = dict(match)
+    values: dict[str, str] | None = None
     for name, _ in match:
-        requires = FIELDS[name].requires
+        requires = _REQUIRES.get(name)
         if requires is None:
             continue
+        if values is None:
+            values = dict(match)
         needed, allowed = requires
         if needed not in values or _int_value(values[needed]) not in allowed:
             raise PipelineError(f"{name} needs {needed} in {allowed}; match is {values}")

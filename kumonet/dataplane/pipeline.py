@@ -110,16 +110,17 @@ class Table:
 
     def check(self, flow: Flow) -> None:
         spec = self.spec
+        matches = spec.matches
         for name, _ in flow.match:
-            if name not in spec.matches:
-                raise PipelineError(f"table {spec.name} may not match {name}: {flow.body}")
+            if name not in matches:
+                raise PipelineError(f"table {spec.name} may not match {name}: {flow.match}")
         check_prerequisites(flow.match)
         if not 0 <= flow.priority <= 0xFFFF:
             raise PipelineError(f"priority out of range: {flow.priority}")
         top_level = flow.actions
         for position, action in enumerate(top_level):
             if isinstance(action, Goto) and position != len(top_level) - 1:
-                raise PipelineError(f"goto_table must be the last action: {flow.body}")
+                raise PipelineError(f"goto_table must be the last action: {flow.actions}")
         for action in flow.all_actions():
             self._check_action(action, flow)
 
@@ -138,7 +139,7 @@ class Table:
                 raise PipelineError(f"{action.field} is not writable")
         elif isinstance(action, Output | OutputToField | Normal):
             if not spec.may_output:
-                raise PipelineError(f"table {spec.name} may not output: {flow.body}")
+                raise PipelineError(f"table {spec.name} may not output: {flow.match}")
         elif isinstance(action, Controller):
             if not spec.may_send_to_controller:
                 raise PipelineError(f"table {spec.name} may not send to the controller")
