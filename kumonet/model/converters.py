@@ -78,7 +78,11 @@ def one_of(*choices: str | int | None) -> Converter:
     allowed: Collection[str | int | None] = frozenset(choices)
 
     def convert(value: Any) -> Any:
-        if value not in allowed:
+        try:
+            known = value in allowed and not isinstance(value, bool)
+        except TypeError:  # unhashable (a list or a dict)
+            known = False
+        if not known:
             shown = ", ".join(sorted(str(c) for c in allowed))
             raise _bad(f"'{value}' is not in [{shown}]")
         return value
