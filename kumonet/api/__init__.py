@@ -14,7 +14,8 @@ Layout:
   ``/tags``, ``If-Match``; Neutron's policy on what is shown.
 * ``kumonet.api.app.build_app``: middlewares (Neutron error format for every
   failure, identity), version documents, extensions, the resources given.
-* ``kumonet.api.main``: builds config, store, logics and app; the only wiring.
+* ``kumonet.api.main``: builds config, store, logics and app; ``build_api``
+  is the only wiring.
 
 How to add a resource (say routers):
 
@@ -30,9 +31,13 @@ How to add a resource (say routers):
    ``delete``, ``set_tags`` and ``visibility`` have owner-scoped defaults in
    :class:`~kumonet.api.neutron.base.ResourceBase`. Member actions
    (``PUT /routers/{id}/add_router_interface``) are extra routes: give the
-   logic an ``add_routes(app)`` and call it from ``build_resources``.
-3. ``kumonet.api.main.build_resources``: construct it, append it and its
-   :class:`~kumonet.api.neutron.extensions.Extension` s.
+   logic an ``add_routes(app)`` method and list it in ``ApiParts.routes``.
+   Ports for other resources: ``Ports.create_from_body(identity, {...})`` and
+   ``Ports.delete_internal(port_id)``; the default security groups of a port
+   come from the ``PortSecurityGroups`` given to ``Ports``.
+3. ``kumonet.api.main.build_api``: construct it, append it to
+   ``resources``, its :class:`~kumonet.api.neutron.extensions.Extension` s
+   to ``extensions`` and, if it has member actions, to ``routes``.
 4. Tests in ``tests/api/neutron/test_routers.py`` with the ``api`` fixture of
    ``tests/api/conftest.py`` (a real server on loopback over SQLite).
 """

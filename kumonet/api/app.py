@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from aiohttp import web
 
@@ -90,13 +92,30 @@ class VersionsController:
             for r in self.resources]})
 
 
-def build_app(resources: Sequence[ResourceLogic], extensions: Sequence[Extension], *,
-              authenticator: Authenticator, max_body_size: int = 114688) -> web.Application:
+class RouteProvider(Protocol):
+    """Anything that adds its own routes (member actions of a resource)."""
+
+    def add_routes(self, app: web.Application) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ApiParts:
+    """What the app serves, assembled in ``kumonet.api.main.build_api``."""
+
+    resources: Sequence[ResourceLogic]
+    extensions: Sequence[Extension]
+    routes: Sequence[RouteProvider] = field(default_factory=tuple)
+
+
+def build_app(parts: ApiParts, *, authenticator: Authenticator,
+              max_body_size: int = 114688) -> web.Application:
     """The whole API: each resource logic gets the generic routes."""
     app = web.Application(client_max_size=max_body_size,
                           middlewares=[neutron_errors, identity_middleware(authenticator)])
-    VersionsController(resources).add_routes(app)
-    ExtensionsController(extensions).add_routes(app)
-    for logic in resources:
+    VersionsController(parts.resources).add_routes(app)
+    ExtensionsController(parts.extensions).add_routes(app)
+    for provider in parts.routes:
+        provider.add_routes(app)
+    for logic in parts.resources:
         ResourceController(logic).add_routes(app)
     return app

@@ -14,33 +14,32 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from kumonet.api.app import build_app
+from kumonet.api.app import ApiParts, build_app
 from kumonet.api.auth import Authenticator, KeystoneAuth, NoAuth
 from kumonet.api.config import ServerConfig, load_config
 from kumonet.api.context import ApiContext
 from kumonet.api.ipam import AddressHints
-from kumonet.api.neutron.extensions import CORE_EXTENSIONS, Extension
+from kumonet.api.neutron.extensions import CORE_EXTENSIONS
 from kumonet.api.neutron.networks import Networks
 from kumonet.api.neutron.ports import Ports
-from kumonet.api.neutron.resource import ResourceLogic
 from kumonet.api.neutron.subnets import Subnets
 from kumonet.store.contract import Store
 
 log = logging.getLogger("kumonet.server")
 
 
-def build_resources(context: ApiContext) -> tuple[list[ResourceLogic], list[Extension]]:
-    """Every resource the server serves, and the extensions they make real.
+def build_api(context: ApiContext) -> ApiParts:
+    """Every resource the server serves, the extensions they make real, and
+    extra routes (member actions such as ``add_router_interface``).
 
-    To add a resource: write its logic module, construct it here, append it
-    (and its extensions)."""
+    To add a resource: write its logic module, construct it here (passing
+    the logics it builds on), append it and its extensions."""
     hints = AddressHints(context.store)
     networks = Networks(context, hints)
     subnets = Subnets(context, hints, networks)
     ports = Ports(context, hints, networks, subnets)
-    resources: list[ResourceLogic] = [networks, subnets, ports]
-    extensions = list(CORE_EXTENSIONS)
-    return resources, extensions
+    return ApiParts(resources=[networks, subnets, ports], extensions=list(CORE_EXTENSIONS),
+                    routes=[])
 
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
@@ -51,8 +50,7 @@ def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
 
 def make_app(store: Store, config: ServerConfig, authenticator: Authenticator) -> web.Application:
     context = ApiContext(store=store, config=config)
-    resources, extensions = build_resources(context)
-    return build_app(resources, extensions, authenticator=authenticator,
+    return build_app(build_api(context), authenticator=authenticator,
                      max_body_size=config.max_request_body_size)
 
 

@@ -78,6 +78,12 @@ class AddressPlan:
     ops: list[Op] = field(default_factory=list)
 
 
+def with_pair_macs(pairs: list[dict[str, str]], mac: str) -> list[dict[str, str]]:
+    """Neutron fills a pair's missing MAC with the port's own."""
+    return [{"ip_address": p["ip_address"], "mac_address": p.get("mac_address") or mac}
+            for p in pairs]
+
+
 def _invalid_ip(ip: str, subnet_id: str | None = None) -> BadRequest:
     if subnet_id:
         return BadRequest(f"IP address {ip} is not a valid IP for the specified subnet.",
@@ -104,7 +110,13 @@ class Ports(ResourceBase):
         self.rng = random.Random()
 
     async def visibility(self, identity: Identity) -> Visible:
-        return await super().visibility(identity)
+        if identity.is_admin:
+            return lambda _r: True
+        project = identity.project_id
+        # Neutron's policy: a network's owner sees every port on it.
+        owned = {n["id"] for n in await self.networks.repository.all()
+                 if n.get("tenant_id") == project}
+        return lambda r: r.get("tenant_id") == project or r.get("network_id") in owned
 
     async def create_from_body(self, identity: Identity, attrs: dict[str, Any]) -> Resource:
         """Create a port for another resource (router interfaces, floating
@@ -273,6 +285,8 @@ class Ports(ResourceBase):
             except BaseException:
                 reservations.lost()
                 raise
+            port["allowed_address_pairs"] = with_pair_macs(
+                port.get("allowed_address_pairs", []), mac)
             port.update({
                 "mac_address": mac, "fixed_ips": addresses.fixed_ips, "status": "DOWN",
                 "port_security_enabled": port_security, "security_groups": groups,
@@ -355,6 +369,8 @@ class Ports(ResourceBase):
             except BaseException:
                 reservations.lost()
                 raise
+            new["allowed_address_pairs"] = with_pair_macs(new.get("allowed_address_pairs", []),
+                                                          new["mac_address"])
             ops.insert(0, self.repository.put(new))
 
             def committed() -> None:

@@ -207,3 +207,18 @@ async def test_bulk_create_is_all_or_nothing(api: Api) -> None:
         {"network_id": net["id"], "name": "a"}, {"network_id": net["id"], "name": "b"}]},
         project=P1)
     assert status == 201 and [p["name"] for p in body["ports"]] == ["a", "b"]
+
+
+async def test_network_owner_sees_ports_of_others_and_pairs_get_the_port_mac(api: Api) -> None:
+    net = await api.create("networks", "network", shared=True, tenant_id=P1)
+    await api.create("subnets", "subnet", project=P1, network_id=net["id"], ip_version=4,
+                     cidr="10.0.0.0/24")
+    port = await api.create("ports", "port", project=P2, network_id=net["id"],
+                            allowed_address_pairs=[{"ip_address": "10.0.0.100/32"}])
+    assert port["allowed_address_pairs"] == [{"ip_address": "10.0.0.100/32",
+                                              "mac_address": port["mac_address"]}]
+    status, _ = await api.call("GET", f"/v2.0/ports/{port['id']}", project=P1)
+    assert status == 200
+    status, _ = await api.call("GET", f"/v2.0/ports/{port['id']}",
+                               project="33333333333333333333333333333333")
+    assert status == 404
