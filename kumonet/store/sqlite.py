@@ -615,6 +615,12 @@ _Outcome = tuple["asyncio.Future[Any] | None", Any, "BaseException | None", _Eve
 _STOP: Final = object()
 
 
+class _BatchFailed(Exception):
+    def __init__(self, error: StoreUnavailable) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class _Watcher:
     """The live side of one watch: events of revisions delivered after it
     registered, filtered by prefix."""
@@ -757,16 +763,34 @@ class SqliteStore:
                 return
 
     def _run_batch(self, batch: list[_Request | object]) -> list[_Outcome]:
+        requests = [item for item in batch if item is not _STOP]
+        try:
+            return self._run_in_one_commit(requests, expire_leases=True)
+        except _BatchFailed:
+            pass
+        # Something failed below the contract (disk full, I/O error, a bug):
+        # run each request on its own so that only the ones that hit the
+        # failure fail (reads, for one, still work on a full disk).
+        outcomes: list[_Outcome] = []
+        for request in requests:
+            try:
+                outcomes.extend(self._run_in_one_commit([request], expire_leases=False))
+            except _BatchFailed as failed:
+                outcomes.append((request[2], None, failed.error, _NO_EVENTS))  # type: ignore[index]
+        return outcomes
+
+    def _run_in_one_commit(
+        self, requests: list[_Request | object], *, expire_leases: bool
+    ) -> list[_Outcome]:
         engine = self._engine
         saved = engine.begin_batch()
         outcomes: list[_Outcome] = []
-        failed_at_commit = False
+        committing = False
         try:
-            for events in engine.expire_leases():
-                outcomes.append((None, None, None, events))
-            for item in batch:
-                if item is _STOP:
-                    continue
+            if expire_leases:
+                for events in engine.expire_leases():
+                    outcomes.append((None, None, None, events))
+            for item in requests:
                 method, args, future = item  # type: ignore[misc]
                 try:
                     result, events = method(*args)
@@ -774,23 +798,20 @@ class SqliteStore:
                     outcomes.append((future, None, exc, _NO_EVENTS))
                 else:
                     outcomes.append((future, result, None, events))
-            failed_at_commit = True
+            committing = True
             engine.commit_batch()
         except Exception as exc:
             cause: Exception = exc
             try:
                 engine.abort_batch(saved)
-            except Exception as abort_exc:  # the file is unusable: refuse all
+            except Exception as abort_exc:  # the file is unusable
                 cause = abort_exc
+            # A failed COMMIT may still have reached the disk.
             error = StoreUnavailable(
-                f"sqlite store {engine.path}: {cause}", indeterminate=failed_at_commit
+                f"sqlite store {engine.path}: {cause}", indeterminate=committing
             )
             error.__cause__ = cause
-            return [
-                (item[2], None, error, _NO_EVENTS)  # type: ignore[index]
-                for item in batch
-                if item is not _STOP
-            ]
+            raise _BatchFailed(error) from cause
         return outcomes
 
     # -- the event loop side --------------------------------------------------

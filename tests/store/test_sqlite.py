@@ -313,6 +313,12 @@ async def test_a_full_disk_fails_whole_batches_and_loses_nothing_committed(
                 failure = exc
                 break
         assert failure is not None, "the disk never filled up"
+        # Requests sharing a commit with the failing write are not failed by it.
+        failed_put, read = await asyncio.gather(
+            store.put("/big/again", big), store.get("/big/0"), return_exceptions=True
+        )
+        assert isinstance(failed_put, StoreUnavailable)
+        assert isinstance(read, KeyValue) and read.mod_revision == committed["/big/0"]
         r = await store.revision()
         assert r == 1 + len(committed)
         stored = {kv.key: kv.mod_revision for kv in (await store.range("/big/")).kvs}
