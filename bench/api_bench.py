@@ -8,7 +8,7 @@ Starts a real ``kumonet-server`` on loopback over a fresh store file, then:
   (d) the server's RSS.
 Prints each figure next to its target. Not a test: nothing asserts.
 
-  .venv/bin/python bench/api_bench.py [--seq 1000] [--conc 2000] [--list-size 5000]
+  .venv/bin/python bench/api_bench.py [--seq 1000] [--conc 2000] [--list-size 5000] [--close]
 """
 
 from __future__ import annotations
@@ -54,8 +54,14 @@ async def create_port(session: aiohttp.ClientSession, url: str, network_id: str)
     return time.perf_counter() - start
 
 
+def new_session(args: argparse.Namespace) -> aiohttp.ClientSession:
+    # --close: one TCP connection per request, as the reference Neutron
+    # benchmark does by default.
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=args.close))
+
+
 async def run(args: argparse.Namespace, url: str, server: psutil.Process) -> None:
-    async with aiohttp.ClientSession() as session:
+    async with new_session(args) as session:
         async with session.post(f"{url}/v2.0/networks", data=orjson.dumps(
                 {"network": {"name": "bench"}}), headers=HEADERS) as resp:
             network = (await resp.json())["network"]
@@ -84,7 +90,7 @@ async def run(args: argparse.Namespace, url: str, server: psutil.Process) -> Non
 
         async def client() -> None:
             nonlocal remaining
-            async with aiohttp.ClientSession() as own:
+            async with new_session(args) as own:
                 while remaining > 0:
                     remaining -= 1
                     conc.append(await create_port(own, url, network["id"]))
@@ -118,6 +124,8 @@ def main() -> int:
     parser.add_argument("--conc", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--list-size", type=int, default=5000)
+    parser.add_argument("--close", action="store_true",
+                        help="a new TCP connection per request (no keep-alive)")
     args = parser.parse_args()
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="kumonet-bench-") as tmp:
@@ -137,7 +145,8 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(timeout=20)
-    print(f"(embedded SQLite store, keep-alive HTTP, {os.cpu_count()} CPUs shared)")
+    http = "a connection per request" if args.close else "keep-alive HTTP"
+    print(f"(embedded SQLite store, {http}, {os.cpu_count()} CPUs shared)")
     return 0
 
 
