@@ -334,6 +334,7 @@ class Ovsdb:
         self._config = config
         self.port_events: asyncio.Queue[PortEvent] = asyncio.Queue()
         self._ports: dict[tuple[str, str], PortState] = {}
+        self._published = asyncio.Event()
         self._api: Any = None
         self._connection: ovsdbapp_connection.Connection | None = None
 
@@ -365,6 +366,9 @@ class Ovsdb:
         self._ports = ports
         for event in events:
             self.port_events.put_nowait(event)
+        # Wake whoever waits for the next snapshot; later waiters get a fresh event.
+        published, self._published = self._published, asyncio.Event()
+        published.set()
 
     async def close(self) -> None:
         if self._connection is not None:
@@ -402,20 +406,14 @@ class Ovsdb:
     async def wait_for_ofport(self, bridge: str, name: str) -> int:
         """Wait until OVS has assigned ``name`` an OpenFlow port number.
 
-        Meant for callers that create a port and need its number at once; it consumes
-        no events from ``port_events``.
+        For callers that need one port's number now; it consumes no ``port_events``.
         """
         while True:
+            published = self._published
             ofport = self.ofport(bridge, name)
             if ofport is not None:
                 return ofport
-            # Snapshot updates arrive as loop callbacks; re-check after each batch.
-            await self._run_blocking(self._wait_for_change)
-
-    def _wait_for_change(self) -> None:
-        assert self._api is not None
-        seqno = self._api.idl.change_seqno
-        idlutils.wait_for_change(self._api.idl, self._config.timeout, seqno)
+            await published.wait()
 
     # -- writing -------------------------------------------------------------
 
@@ -454,13 +452,9 @@ class Ovsdb:
 
         await self._run_blocking(self._commit, build)
 
-    async def bridge_exists(self, name: str) -> bool:
-        return any(p.bridge == name for p in self._ports.values()) or bool(
-            await self._run_blocking(self._bridge_exists_blocking, name)
-        )
-
-    def _bridge_exists_blocking(self, name: str) -> bool:
-        return bool(self._api.br_exists(name).execute(check_error=True))
+    def bridge_exists(self, name: str) -> bool:
+        """Whether ``name`` exists (every bridge has its own internal port)."""
+        return any(bridge == name for bridge, _ in self._ports)
 
     async def delete_bridge(self, name: str) -> None:
         await self._run_blocking(

@@ -79,6 +79,18 @@ class OvsSandbox:
             env=self.env,
         )
 
+    def start_ovsdb_server(self) -> None:
+        d = self.rundir
+        _run(
+            "ip", "netns", "exec", self.netns, "ovsdb-server", f"{d}/conf.db",
+            f"--remote=punix:{d}/db.sock", f"--pidfile={d}/ovsdb-server.pid",
+            f"--unixctl={d}/ovsdb-server.ctl", f"--log-file={d}/ovsdb-server.log", "--detach",
+            env=self.env,
+        )  # fmt: skip
+
+    def stop_ovsdb_server(self) -> None:
+        _stop_daemon(self.rundir / "ovsdb-server.ctl", self.rundir / "ovsdb-server.pid", self.env)
+
     def stop_vswitchd(self) -> None:
         _stop_daemon(self.rundir / "vswitchd.ctl", self.rundir / "ovs-vswitchd.pid", self.env)
 
@@ -137,18 +149,13 @@ def ovs_daemons() -> Iterator[OvsSandbox]:
     try:
         _run("ip", "netns", "add", netns, env=env)
         _run("ovsdb-tool", "create", f"{d}/conf.db", str(SCHEMA), env=env)
-        _run(
-            "ip", "netns", "exec", netns, "ovsdb-server", f"{d}/conf.db",
-            f"--remote=punix:{d}/db.sock", f"--pidfile={d}/ovsdb-server.pid",
-            f"--unixctl={d}/ovsdb-server.ctl", f"--log-file={d}/ovsdb-server.log", "--detach",
-            env=env,
-        )  # fmt: skip
+        sandbox.start_ovsdb_server()
         sandbox.vsctl("--no-wait", "init")
         sandbox.start_vswitchd()
         yield sandbox
     finally:
         sandbox.stop_vswitchd()
-        _stop_daemon(d / "ovsdb-server.ctl", d / "ovsdb-server.pid", env)
+        sandbox.stop_ovsdb_server()
         subprocess.run(["ip", "netns", "delete", netns], capture_output=True, check=False)
         shutil.rmtree(rundir, ignore_errors=True)
 

@@ -260,3 +260,41 @@ async def test_failed_transaction_raises(ovs: OvsSandbox, ovsdb: Ovsdb) -> None:
         await ovsdb.reconcile_tunnels(
             "no_such_bridge", [TunnelPortSpec("no_such_bridge", "vxlan", "192.0.2.1", "192.0.2.2")]
         )
+
+
+async def test_bridge_exists_and_delete(ovs: OvsSandbox, ovsdb: Ovsdb) -> None:
+    br = ovs.name("int")
+    assert not ovsdb.bridge_exists(br)
+    await ovsdb.ensure_bridge(BridgeSpec(br))
+    assert ovsdb.bridge_exists(br)
+    await ovsdb.delete_bridge(br)
+    assert not ovsdb.bridge_exists(br)
+    assert ovs.bridges() == []
+
+
+async def test_wait_for_ofport_of_a_port_plugged_without_waiting(
+    ovs: OvsSandbox, ovsdb: Ovsdb
+) -> None:
+    br, tap = ovs.name("int"), ovs.name("tap")
+    await ovsdb.ensure_bridge(BridgeSpec(br))
+    # --no-wait: vsctl returns before vswitchd has assigned the ofport
+    ovs.vsctl("--no-wait", "add-port", br, tap, "--", "set", "interface", tap, "type=internal")
+    ofport = await asyncio.wait_for(ovsdb.wait_for_ofport(br, tap), 10)
+    assert ofport == int(ovs.vsctl("get", "interface", tap, "ofport"))
+
+
+async def test_events_resume_after_ovsdb_server_restart(ovs: OvsSandbox, ovsdb: Ovsdb) -> None:
+    br = ovs.name("int")
+    await ovsdb.ensure_bridge(BridgeSpec(br))
+    ovs.stop_ovsdb_server()
+    ovs.start_ovsdb_server()
+    tap = ovs.name("tap")
+    # ovs-vsctl retries until the server is back; the IDL reconnects by itself
+    ovs.vsctl("add-port", br, tap, "--", "set", "interface", tap, "type=internal",
+              "external_ids:iface-id=after-restart")  # fmt: skip
+    event = await _next_event(ovsdb, tap, PortEventKind.ADDED)
+    assert event.port.iface_id == "after-restart"
+    # writes work again too
+    tunnel = TunnelPortSpec(br, "vxlan", "192.0.2.1", "192.0.2.2")
+    await ovsdb.reconcile_tunnels(br, [tunnel])
+    assert tunnel.name in ovs.vsctl("list-ports", br).split()
