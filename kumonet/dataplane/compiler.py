@@ -130,6 +130,16 @@ class FlowDiff:
     def add_lines(self) -> list[str]:
         return [flow.render() for flow in self.add]
 
+    def bundle_lines(self) -> list[str]:
+        """The change as one `ovs-ofctl -O OpenFlow15 --bundle add-flows` input.
+
+        Deletes go first and name exact cookies (mask -1), so only kumonet's
+        obsolete flows go; a flow that replaces one with the same match and
+        priority then lands in the same atomic bundle.
+        """
+        lines = [f"delete cookie={cookie:#x}/-1" for cookie in self.delete_cookies]
+        return lines + [f"add {flow.render()}" for flow in self.add]
+
 
 def diff_flows(desired: Mapping[int, Flow], installed_cookies: Iterable[int]) -> FlowDiff:
     """Desired flows vs the kumonet cookies installed: nothing still wanted is touched."""

@@ -183,9 +183,9 @@ def test_ofproto_trace_agrees_with_the_model(ovs: OvsSandbox) -> None:
 def apply(ovs: OvsSandbox, bridge: str, plan: HostPlan) -> None:
     """What the agent does: one bundle deleting obsolete cookies and adding the missing flows."""
     change = diff_flows(plan.bridge_flows(bridge), installed_cookies(ovs, bridge))
-    lines = [f"delete cookie={cookie:#x}/-1" for cookie in change.delete_cookies]
-    lines += [f"add {line}" for line in change.add_lines()]
-    ovs.ofctl("--bundle", "add-flows", ovs.mgmt(bridge), "-", stdin="\n".join(lines))
+    ovs.ofctl(
+        "--bundle", "add-flows", ovs.mgmt(bridge), "-", stdin="\n".join(change.bundle_lines())
+    )
 
 
 def durations(ovs: OvsSandbox, bridge: str) -> dict[int, float]:
