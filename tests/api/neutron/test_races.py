@@ -59,7 +59,8 @@ async def test_delete_racing_port_creates(tmp_path: Path, server_config: ServerC
             clients.append(Api(client))
         outcomes: list[int] = []
         for round_ in range(16):
-            net = await clients[0].create("networks", "network", project=P1)
+            net = await clients[0].create("networks", "network", tenant_id=P1,
+                                          **{"provider:network_type": "gre"})
             sub = await clients[0].create("subnets", "subnet", project=P1,
                                           network_id=net["id"], ip_version=4,
                                           cidr=f"10.{round_}.0.0/24")
