@@ -18,7 +18,6 @@ from tests.dataplane.cloud import (
     PAIR_MAC,
     PATCH,
     TUN_H2,
-    TUN_H3,
     cloud_intent,
     h1_facts,
 )
@@ -35,13 +34,13 @@ def install_cloud(ovs: OvsSandbox) -> tuple[str, str, HostPlan]:
         name = f"{ovs.name}-{port_id[-2:]}"
         ovs.vsctl("add-port", bridge, name, "--", "set", "interface", name, "type=dummy",
                   f"ofport_request={ofport}")  # fmt: skip
-    for name, ofport, remote in (("t2", TUN_H2, "192.0.2.2"), ("t3", TUN_H3, "192.0.2.3")):
-        port = f"{ovs.name}-{name}"
-        ovs.vsctl("add-port", bridge, port, "--", "set", "interface", port, "type=vxlan",
-                  "options:key=flow", f"options:remote_ip={remote}",
-                  "options:local_ip=192.0.2.1", f"ofport_request={ofport}")  # fmt: skip
     facts = h1_facts(bridge, bridge_mappings={"physnet1": provider})
     plan = compile_host(cloud_intent(), facts)
+    for tunnel in plan.tunnel_ports:  # named as the plan says: vxlan-192.0.2.2
+        ovs.vsctl("add-port", bridge, tunnel.name, "--", "set", "interface", tunnel.name,
+                  f"type={tunnel.tunnel_type}", "options:key=flow",
+                  f"options:remote_ip={tunnel.remote_ip}", f"options:local_ip={tunnel.local_ip}",
+                  f"ofport_request={facts.tunnel_ofports[tunnel.name]}")  # fmt: skip
     [patch] = plan.patch_ports
     ovs.vsctl(
         "add-port", bridge, patch.integration_port, "--", "set", "interface",
