@@ -140,6 +140,15 @@ class Networks(ResourceBase):
                     raise BadRequest(f"Requested MTU is too big, maximum is {max_mtu}",
                                      type_name="InvalidInput")
 
+        if changes.get("shared") is False:
+            found = await self.writable(identity, resource_id)
+            owner = found.resource.get("tenant_id")
+            ports = (await self.store.range(neutron_prefix("ports"))).kvs
+            if any(p.get("network_id") == resource_id and p.get("tenant_id") != owner
+                   for p in (orjson.loads(kv.value) for kv in ports)):
+                raise Conflict(f"Unable to reconfigure sharing settings for network "
+                               f"{resource_id}. Multiple tenants are using it.",
+                               type_name="InvalidSharedSetting")
         return await self.update_plain(identity, resource_id, changes, expected_revision,
                                        check)
 

@@ -118,3 +118,18 @@ async def test_tags_subresource(api: Api) -> None:
     assert [n["id"] for n in body["networks"]] == [net["id"]]
     _, body = await api.call("GET", "/v2.0/networks?tags=a", project=P1)
     assert body["networks"] == []
+
+
+async def test_unsharing_a_network_other_projects_use_is_refused(api: Api) -> None:
+    net = await api.create("networks", "network", shared=True, tenant_id=P1)
+    await api.create("subnets", "subnet", project=P1, network_id=net["id"], ip_version=4,
+                     cidr="10.0.0.0/24")
+    port = await api.create("ports", "port", project=P2, network_id=net["id"])
+    status, body = await api.call("PUT", f"/v2.0/networks/{net['id']}",
+                                  {"network": {"shared": False}})
+    assert status == 409 and body["NeutronError"]["type"] == "InvalidSharedSetting"
+    status, _ = await api.call("DELETE", f"/v2.0/ports/{port['id']}", project=P2)
+    assert status == 204
+    status, body = await api.call("PUT", f"/v2.0/networks/{net['id']}",
+                                  {"network": {"shared": False}})
+    assert status == 200 and body["network"]["shared"] is False
