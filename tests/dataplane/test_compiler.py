@@ -14,7 +14,7 @@ from kumonet.dataplane.compiler import (
     diff_flows,
 )
 from kumonet.dataplane.flow import is_kumonet_cookie
-from kumonet.dataplane.intent import Intent, network_key, port_from_neutron
+from kumonet.dataplane.intent import Intent, network_from_neutron, network_key, port_from_neutron
 from kumonet.dataplane.oftable import OpenFlowTables, Verdict
 from tests.dataplane.cloud import (
     H1,
@@ -28,6 +28,7 @@ from tests.dataplane.cloud import (
     TUN_H3,
     cloud_intent,
     h1_facts,
+    network,
     port,
 )
 
@@ -431,3 +432,39 @@ def test_verdict_of_a_dropped_packet_explains_itself(switch: OpenFlowTables) -> 
     verdict: Verdict = switch.send(in_port=99, dl_src=MAC["a1"], dl_dst=MAC["a2"], **IP4)
     assert verdict.dropped
     assert verdict.trace and "drop" in verdict.trace[-1]
+
+
+def test_gre_and_vxlan_networks_with_the_same_key_stay_apart() -> None:
+    intent = cloud_intent()
+    gre = network("net-g", "gre", 100)  # same number as net-a's VNI
+    intent = dataclasses.replace(
+        intent, networks={**intent.networks, "net-g": network_from_neutron(gre)}
+    )
+    intent = with_port(intent, port("x", "net-g", "h1", [], port_security_enabled=False))
+    intent = with_port(intent, port("a4", "net-g", "h3", []))  # a4 moves to the gre net
+    facts = h1_facts(
+        local_ofports={**OFPORT, "port-x": 9},
+        tunnel_ofports={f"vxlan-{H2}": TUN_H2, f"vxlan-{H3}": TUN_H3, f"gre-{H3}": 22},
+    )
+    plan = compile_host(intent, facts)
+    assert TunnelPort(f"gre-{H3}", "gre", H1, H3) in plan.tunnel_ports
+    switch = OpenFlowTables(plan.bridge_flows("br-int").values())
+    from_x = {"in_port": 9, "dl_src": MAC["x"], "dl_dst": MAC["a4"], **IP4}
+    assert switch.send(**from_x).is_output(22, tun_id=100)
+    assert switch.send(**from_tunnel(22, 100, MAC["x"])).ports() == {9}
+    # The same key on a vxlan tunnel is net-a, not the gre network.
+    assert switch.send(**from_tunnel(TUN_H3, 100, MAC["x"])).ports() == {OFPORT["port-u1"]}
+    assert switch.send(**from_tunnel(TUN_H3, 100, MAC["a1"])).ports() == {OFPORT["port-a1"]}
+
+
+def test_two_local_ports_claiming_one_mac_keep_the_first_and_say_so() -> None:
+    intent = cloud_intent()
+    pair = [{"ip_address": "10.0.0.77", "mac_address": MAC["a2"]}]
+    intent = with_port(intent, port("a1", "net-a", "h1", [("sub-a", "10.0.0.11")],
+                                    allowed_address_pairs=pair))  # fmt: skip
+    plan = compile_host(intent, h1_facts())
+    assert any(note.startswith("conflict") for note in plan.notes)
+    switch = OpenFlowTables(plan.bridge_flows("br-int").values())
+    # Deterministic: port-a1 sorts first, so a2's MAC is now delivered to a1.
+    verdict = switch.send(**ip_from("u1", "10.0.0.21", MAC["a2"], "10.0.0.12"))
+    assert verdict.ports() == {OFPORT["port-a1"]}
