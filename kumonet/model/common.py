@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from kumonet.model import converters as c
-from kumonet.model.resource import Access, Attribute, Default
+from kumonet.model.resource import Access, Attribute
 
 
 def base_attributes(*, with_name: bool = True) -> tuple[Attribute, ...]:
@@ -36,5 +36,3 @@ def timestamp(now: datetime) -> str:
     """Neutron's timestamp format: seconds, UTC, ``Z``."""
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-
-__all__ = ["Default", "admin_only", "base_attributes", "timestamp"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from kumonet.model import converters as c
 from kumonet.model.common import admin_only, base_attributes
-from kumonet.model.resource import Access, Attribute, Default, ResourceDefinition
+from kumonet.model.resource import Attribute, Default, ResourceDefinition
 
 # Ports the network owns: deleted with their network, not counted as "in use".
 AUTO_DELETE_DEVICE_OWNERS = frozenset({"network:dhcp", "network:distributed",
@@ -41,4 +41,3 @@ PORT = ResourceDefinition("ports", "port", (
 ))
 
 VIF_TYPE_UNBOUND = "unbound"
-__all__ = ["AUTO_DELETE_DEVICE_OWNERS", "PORT", "SUBNET_OWNED_DEVICE_OWNERS", "Access"]

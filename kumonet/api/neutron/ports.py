@@ -15,7 +15,6 @@ from kumonet.api.ipam import AddressHints, Reservations, ipam_key
 from kumonet.api.listing import Matcher
 from kumonet.api.neutron.base import ResourceBase
 from kumonet.api.neutron.guard import (
-    deletion_guard,
     guard_key,
     not_being_deleted,
     wait_while_guarded,
@@ -404,5 +403,3 @@ class Ports(ResourceBase):
 
         await self.delete(ADMIN, port_id, None)
 
-
-__all__ = ["PortSecurityGroups", "Ports", "RequestedSecurityGroups", "deletion_guard"]
