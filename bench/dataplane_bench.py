@@ -99,6 +99,16 @@ def main() -> None:
         facts, local_ofports={**facts.local_ofports, extra_local.id: 99999}
     )
     added_local, replaced_local = marginal(plan, compile_host(with_local, local_facts))
+    variants = {
+        "dual-stack (1 IPv4 + 1 IPv6)": dataclasses.replace(
+            extra_local, fixed_ips=(*extra_local.fixed_ips, FixedIp("sub6-0", "2001:db8::250"))
+        ),
+        "port security off": dataclasses.replace(extra_local, port_security_enabled=False),
+    }
+    variant_counts = {}
+    for label, variant in variants.items():
+        variant_intent = dataclasses.replace(intent, ports={**intent.ports, variant.id: variant})
+        variant_counts[label] = marginal(plan, compile_host(variant_intent, local_facts))
     extra_remote = dataclasses.replace(extra_local, id="port-remote", host="h1")
     with_remote = dataclasses.replace(intent, ports={**intent.ports, extra_remote.id: extra_remote})
     # A remote port of a host already in the network's flood list replaces nothing.
@@ -124,6 +134,8 @@ def main() -> None:
     print(f"flows on br-int: {total} ({len(lines)} lines rendered in {render_ms:.1f} ms)")
     print(f"flows per local port (IPv4, port security): {added_local} new "
           f"(+{replaced_local} network flood flows replaced)   OVN: {OVN_LOCAL}")  # fmt: skip
+    for label, (added, replaced) in variant_counts.items():
+        print(f"flows per local port, {label}: {added} new (+{replaced} replaced)")
     print(f"flows per remote port: {added_remote} new (+{replaced_remote} replaced)   "
           f"OVN: {OVN_REMOTE}")  # fmt: skip
     print(f"cold compile, whole host: {cold_ms:.1f} ms (median of {args.repeat})   "
