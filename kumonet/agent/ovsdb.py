@@ -139,6 +139,11 @@ class PortState:
     ofport: int | None
     external_ids: Mapping[str, str] = field(default_factory=dict)
     options: Mapping[str, str] = field(default_factory=dict)
+    error: str | None = None  # why vswitchd could not create the interface, if it could not
+
+    def __hash__(self) -> int:
+        # The mappings are not hashable; (bridge, name) identifies the interface.
+        return hash((self.bridge, self.name))
 
     @property
     def iface_id(self) -> str | None:
@@ -248,6 +253,7 @@ def _read_ports(idl: ovs_idl.Idl) -> dict[tuple[str, str], PortState]:
                     ofport=ofport,
                     external_ids=dict(iface.external_ids),
                     options=dict(iface.options),
+                    error=next(iter(iface.error), None),
                 )
                 ports[(bridge.name, iface.name)] = state
     return ports

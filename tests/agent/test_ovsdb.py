@@ -226,8 +226,9 @@ async def test_vif_plug_and_unplug_are_notified(ovs: OvsSandbox, ovsdb: Ovsdb) -
     assert port.iface_id == "4e3c1a2b-0000-4000-8000-000000000001"
     assert port.attached_mac == "fa:16:3e:00:00:01"
     assert port.ofport == int(ovs.vsctl("get", "interface", tap, "ofport"))
-    assert not port.owned
+    assert not port.owned and port.error is None
     assert [p.name for p in ovsdb.vif_ports(br)] == [tap]
+    assert port in set(ovsdb.ports(br))
 
     ovs.vsctl("del-port", br, tap)
     gone = await _next_event(ovsdb, tap, PortEventKind.REMOVED)
@@ -298,3 +299,17 @@ async def test_events_resume_after_ovsdb_server_restart(ovs: OvsSandbox, ovsdb: 
     tunnel = TunnelPortSpec(br, "vxlan", "192.0.2.1", "192.0.2.2")
     await ovsdb.reconcile_tunnels(br, [tunnel])
     assert tunnel.name in ovs.vsctl("list-ports", br).split()
+
+
+async def test_a_port_vswitchd_cannot_create_reports_its_error(
+    ovs: OvsSandbox, ovsdb: Ovsdb
+) -> None:
+    br, ghost = ovs.name("int"), ovs.name("nodev")
+    await ovsdb.ensure_bridge(BridgeSpec(br))
+    ovs.vsctl("--no-wait", "add-port", br, ghost)  # a system port with no such netdev
+    while True:  # the error may come with the ADDED event or in a later CHANGED one
+        event = await asyncio.wait_for(ovsdb.port_events.get(), 10)
+        if event.port.name == ghost and event.port.error:
+            break
+    assert event.port.ofport is None
+    assert "could not open network device" in event.port.error
