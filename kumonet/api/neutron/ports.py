@@ -22,7 +22,7 @@ from kumonet.api.neutron.guard import (
 from kumonet.api.neutron.resource import Visible, check_revision, resolve_project
 from kumonet.api.repository import Resource, Stored, neutron_key, still_exists
 from kumonet.api.transaction import Plan, commit_with_retry
-from kumonet.model.errors import BadRequest, Conflict, resource_not_found
+from kumonet.model.errors import BadRequest, Conflict, NotAuthorized, resource_not_found
 from kumonet.model.ipam import eui64_address, random_mac
 from kumonet.model.port import PORT, VIF_TYPE_UNBOUND
 from kumonet.model.subnet import AUTO_ADDRESS_MODES
@@ -75,6 +75,23 @@ class AddressPlan:
     fixed_ips: list[dict[str, str]] = field(default_factory=list)
     compares: list[Compare] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
+
+
+def check_network_owner_only(identity: Identity, network: Resource,
+                             attrs: dict[str, Any]) -> None:
+    """Neutron's policy: on someone else's (shared) network a member may not
+    choose the MAC, the addresses, or claim a network-owned device owner."""
+    if identity.is_admin or network.get("tenant_id") == identity.project_id:
+        return
+    refused = None
+    if "mac_address" in attrs:
+        refused = "mac_address"
+    elif any("ip_address" in ip for ip in attrs.get("fixed_ips") or ()):
+        refused = "fixed_ips:ip_address"
+    elif str(attrs.get("device_owner", "")).startswith("network:"):
+        refused = "device_owner"
+    if refused is not None:
+        raise NotAuthorized(f"rule:create_port:{refused} is disallowed by policy")
 
 
 def with_pair_macs(pairs: list[dict[str, str]], mac: str) -> list[dict[str, str]]:
@@ -259,6 +276,7 @@ class Ports(ResourceBase):
                 # Lost a race: maybe with a delete of the network or a subnet.
                 await self._wait_for_guards([network_id, *network.resource["subnets"]])
                 network, subnets = await self._network_and_subnets(identity, network_id)
+            check_network_owner_only(identity, network.resource, attrs)
             port = self.new_resource(attrs)
             port_security = bool(attrs.get("port_security_enabled",
                                            network.resource.get("port_security_enabled", True)))

@@ -222,3 +222,20 @@ async def test_network_owner_sees_ports_of_others_and_pairs_get_the_port_mac(api
     status, _ = await api.call("GET", f"/v2.0/ports/{port['id']}",
                                project="33333333333333333333333333333333")
     assert status == 404
+
+
+async def test_member_on_a_shared_network_may_not_choose_mac_ip_or_network_owner(
+        api: Api) -> None:
+    net = await api.create("networks", "network", shared=True, tenant_id=P1)
+    await api.create("subnets", "subnet", project=P1, network_id=net["id"], ip_version=4,
+                     cidr="10.0.0.0/24")
+    for extra in ({"mac_address": "fa:16:3e:00:00:09"},
+                  {"fixed_ips": [{"ip_address": "10.0.0.9"}]},
+                  {"device_owner": "network:router_interface"}):
+        status, body = await api.call("POST", "/v2.0/ports",
+                                      {"port": {"network_id": net["id"], **extra}}, project=P2)
+        assert status == 403 and body["NeutronError"]["type"] == "PolicyNotAuthorized", extra
+    # the network's owner may
+    port = await api.create("ports", "port", project=P1, network_id=net["id"],
+                            fixed_ips=[{"ip_address": "10.0.0.9"}])
+    assert port["fixed_ips"][0]["ip_address"] == "10.0.0.9"
