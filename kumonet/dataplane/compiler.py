@@ -53,7 +53,15 @@ from kumonet.dataplane.intent import (
     network_key,
     tunnel_port_name,
 )
-from kumonet.dataplane.pipeline import KUMONET_PIPELINE, PROVIDER_PIPELINE, Pipeline
+from kumonet.dataplane.pipeline import (
+    IN_PORT_KEY,
+    KUMONET_PIPELINE,
+    NETWORK,
+    ORIGIN,
+    OUT_PORT,
+    PROVIDER_PIPELINE,
+    Pipeline,
+)
 
 # A unit builder: makes the flows of one compilation unit when it is not reused.
 _Builder = Callable[[], tuple[Flow, ...]]
@@ -61,7 +69,7 @@ Match = dict[str, str | int]
 
 MULTICAST_BIT = "01:00:00:00:00:00/01:00:00:00:00:00"
 
-# reg4 ("origin") values: 0 is a local port, the register's reset value.
+# Values of the ORIGIN register: 0 is a local port, the register's reset value.
 ORIGIN_LOCAL = 0
 ORIGIN_BY_TUNNEL_TYPE = {"vxlan": 1, "gre": 2}
 ORIGIN_PROVIDER = 3
@@ -310,7 +318,7 @@ class PlanCompiler:
             classify = p.table("classify")
             security = p.table("port_security")
             flows = p.miss_flows()
-            flows.append(p.table("output").flow(100, actions=[OutputToField("reg7")]))
+            flows.append(p.table("output").flow(100, actions=[OutputToField(OUT_PORT.field)]))
             for name, ofport in tunnels:
                 tunnel_type = name.split("-", 1)[0]
                 origin = ORIGIN_BY_TUNNEL_TYPE.get(tunnel_type)
@@ -320,7 +328,7 @@ class PlanCompiler:
                     classify.flow(
                         100,
                         {"in_port": ofport},
-                        [SetField("reg4", str(origin)), classify.goto("tunnel_classify")],
+                        [SetField(ORIGIN.field, str(origin)), classify.goto("tunnel_classify")],
                     )
                 )
             to_dhcp: list[Action] = [security.goto("dhcp")]
@@ -355,14 +363,14 @@ class PlanCompiler:
             port, ofport = local.port, local.ofport
             classify = p.table("classify")
             lookup = p.table("l2_lookup")
-            enter = [SetField("metadata", hex(key)), SetField("reg5", str(ofport))]
+            enter = [SetField(NETWORK.field, hex(key)), SetField(IN_PORT_KEY.field, str(ofport))]
             flows: list[Flow] = []
             for mac in port.macs():
                 flows.append(
                     lookup.flow(
                         100,
-                        {"metadata": hex(key), "dl_dst": mac},
-                        [SetField("reg7", str(ofport)), lookup.goto("ingress_acl")],
+                        {NETWORK.field: hex(key), "dl_dst": mac},
+                        [SetField(OUT_PORT.field, str(ofport)), lookup.goto("ingress_acl")],
                     )
                 )
             if not port.port_security_enabled:
@@ -431,7 +439,9 @@ class PlanCompiler:
             # Below local entries (priority 100): during a migration the local copy wins.
             return tuple(
                 lookup.flow(
-                    90, {"metadata": hex(key), "reg4": ORIGIN_LOCAL, "dl_dst": mac}, to_tunnel
+                    90,
+                    {NETWORK.field: hex(key), ORIGIN.field: ORIGIN_LOCAL, "dl_dst": mac},
+                    to_tunnel,
                 )
                 for mac in port.macs()
             )
@@ -450,16 +460,16 @@ class PlanCompiler:
                 flows.append(
                     tunnel_classify.flow(
                         100,
-                        {"reg4": ORIGIN_BY_TUNNEL_TYPE[network.network_type],
+                        {ORIGIN.field: ORIGIN_BY_TUNNEL_TYPE[network.network_type],
                          "tun_id": hex(network.segmentation_id or 0)},
-                        [SetField("metadata", key), tunnel_classify.goto("l2_lookup")],
+                        [SetField(NETWORK.field, key), tunnel_classify.goto("l2_lookup")],
                     )
                 )  # fmt: skip
             elif view.patch_ofport is not None:
                 classify = p.table("classify")
                 enter: list[Action] = [
-                    SetField("metadata", key),
-                    SetField("reg4", str(ORIGIN_PROVIDER)),
+                    SetField(NETWORK.field, key),
+                    SetField(ORIGIN.field, str(ORIGIN_PROVIDER)),
                 ]
                 # Untagged (flat) or the network's VLAN, which br-int pops.
                 vlan_tci = "0x0000/0x1fff"
@@ -470,12 +480,12 @@ class PlanCompiler:
                 flows.append(classify.flow(100, patch, [*enter, classify.goto("l2_lookup")]))
             if view.dhcp:
                 dhcp_client: Match = {"dl_type": hex(ETH_IPV4), "nw_proto": IPPROTO_UDP}
-                dhcp_client |= {"metadata": key, "tp_src": 68, "tp_dst": 67}
+                dhcp_client |= {NETWORK.field: key, "tp_src": 68, "tp_dst": 67}
                 flows.append(p.table("dhcp").flow(100, dhcp_client, [Controller()]))
 
             def deliver(ofports: Iterable[int]) -> list[Action]:
                 return [
-                    Clone((SetField("reg7", str(ofport)), lookup.resubmit("ingress_acl")))
+                    Clone((SetField(OUT_PORT.field, str(ofport)), lookup.resubmit("ingress_acl")))
                     for ofport in ofports
                 ]
 
@@ -492,8 +502,8 @@ class PlanCompiler:
 
             everyone = [ofport for ofport, _ in view.local]
             unsecured = [ofport for ofport, secured in view.local if not secured]
-            network_only: Match = {"metadata": key}
-            from_local: Match = {"metadata": key, "reg4": ORIGIN_LOCAL}
+            network_only: Match = {NETWORK.field: key}
+            from_local: Match = {NETWORK.field: key, ORIGIN.field: ORIGIN_LOCAL}
             multicast: Match = {"dl_dst": MULTICAST_BIT}
             floods: list[tuple[int, Match, list[Action]]] = [
                 (60, from_local | multicast, deliver(everyone) + leave(view.flood_tunnels)),

@@ -200,13 +200,12 @@ _PORT_SECURITY_FIELDS = frozenset(
     }
 )  # fmt: skip
 
-KUMONET_REGISTERS = (
-    Register("network", "metadata", "network key of the packet (stable hash of the network id)"),
-    Register("origin", "reg4", "0 = a local port sent it; 1 = vxlan, 2 = gre, 3 = provider"),
-    Register("in_port_key", "reg5", "ofport of the sending local port (0 for remote origin)"),
-    Register("zone", "reg6", "reserved: conntrack zone for security groups (next issue)"),
-    Register("out_port", "reg7", "ofport of the local destination port"),
-)
+NETWORK = Register("network", "metadata", "network key (stable hash of the network id)")
+ORIGIN = Register("origin", "reg4", "0 = a local port sent it; 1 = vxlan, 2 = gre, 3 = provider")
+IN_PORT_KEY = Register("in_port_key", "reg5", "ofport of the sending local port (0 if remote)")
+ZONE = Register("zone", "reg6", "reserved: conntrack zone for security groups (next issue)")
+OUT_PORT = Register("out_port", "reg7", "ofport of the local destination port")
+KUMONET_REGISTERS = (NETWORK, ORIGIN, IN_PORT_KEY, ZONE, OUT_PORT)
 
 KUMONET_TABLES = (
     TableSpec(
@@ -215,15 +214,15 @@ KUMONET_TABLES = (
         "tunnel port, provider patch port (+ VLAN)",
         matches=frozenset({"in_port", "dl_src", "vlan_tci"}),
         next_tables=("tunnel_classify", "port_security", "dhcp", "l2_lookup"),
-        writes=frozenset({"metadata", "reg4", "reg5"}),
+        writes=frozenset({NETWORK.field, ORIGIN.field, IN_PORT_KEY.field}),
         may_change_vlan=True,
     ),
     TableSpec(
         "tunnel_classify",
         "tunnel type + tunnel key → network",
-        matches=frozenset({"reg4", "tun_id"}),
+        matches=frozenset({ORIGIN.field, "tun_id"}),
         next_tables=("l2_lookup",),
-        writes=frozenset({"metadata"}),
+        writes=frozenset({NETWORK.field}),
     ),
     TableSpec(
         "port_security",
@@ -235,7 +234,7 @@ KUMONET_TABLES = (
     TableSpec(
         "dhcp",
         "DHCPv4 client packets of networks with a DHCP subnet → the host's responder",
-        matches=frozenset({"metadata", "dl_type", "nw_proto", "tp_src", "tp_dst"}),
+        matches=frozenset({NETWORK.field, "dl_type", "nw_proto", "tp_src", "tp_dst"}),
         next_tables=("egress_acl",),
         may_send_to_controller=True,
         on_miss="egress_acl",
@@ -243,7 +242,7 @@ KUMONET_TABLES = (
     TableSpec(
         "egress_acl",
         "security groups, from the sending port (allow for now)",
-        matches=frozenset({"metadata", "reg5"}),
+        matches=frozenset({NETWORK.field, IN_PORT_KEY.field}),
         next_tables=("l2_lookup",),
         on_miss="l2_lookup",
     ),
@@ -251,23 +250,23 @@ KUMONET_TABLES = (
         "l2_lookup",
         "destination MAC → local port (reg7), remote port's tunnel (tun_id), "
         "provider patch (VLAN); flooding of broadcast, multicast and unknown unicast",
-        matches=frozenset({"metadata", "reg4", "dl_dst"}),
+        matches=frozenset({NETWORK.field, ORIGIN.field, "dl_dst"}),
         next_tables=("ingress_acl",),
-        writes=frozenset({"reg7", "tun_id"}),
+        writes=frozenset({OUT_PORT.field, "tun_id"}),
         may_output=True,
         may_change_vlan=True,
     ),
     TableSpec(
         "ingress_acl",
         "security groups, towards the destination port (allow for now)",
-        matches=frozenset({"metadata", "reg7"}),
+        matches=frozenset({NETWORK.field, OUT_PORT.field}),
         next_tables=("output",),
         on_miss="output",
     ),
     TableSpec(
         "output",
         "deliver to the local port in reg7 (never back out of the in_port)",
-        matches=frozenset({"reg7"}),
+        matches=frozenset({OUT_PORT.field}),
         may_output=True,
     ),
 )
