@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from kumonet.api.auth import KeystoneAuth
 from kumonet.api.config import ServerConfig
-from kumonet.api.identity import identity_from_headers
 from kumonet.api.main import make_app
 from kumonet.store.url import open_store
 from tests.api.conftest import Api
@@ -126,10 +125,3 @@ async def test_keystone_tokens_decide_identity(keystone_api: Api) -> None:
         "provider:network_type": "vxlan"}}, headers=member)
     assert status == 403
 
-
-def test_noauth_identity_from_headers() -> None:
-    admin = identity_from_headers({})
-    assert admin.is_admin and admin.project_id is None
-    member = identity_from_headers({"X-Project-Id": "p", "X-Roles": "member, reader"})
-    assert not member.is_admin and member.roles == {"member", "reader"}
-    assert identity_from_headers({"X-Project-Id": "p", "X-Roles": "Admin"}).is_admin

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+import pytest
+
+from kumonet.model import converters as c
+from kumonet.model.errors import BadRequest, NotAuthorized, resource_not_found
+from kumonet.model.resource import Access, Attribute, Default, ResourceDefinition
+
+THING = ResourceDefinition("things", "thing", (
+    Attribute("id", c.uuid, on_update=False),
+    Attribute("name", c.string(10), default=""),
+    Attribute("size", c.to_int, default=Default.REQUIRED),
+    Attribute("secret", c.string(10), default="", read=Access.ADMIN, write=Access.ADMIN),
+    Attribute("status", c.string(10), on_create=False, on_update=False),
+))
+
+
+def test_parse_create_fills_literal_defaults_only() -> None:
+    assert THING.parse_create({"thing": {"size": "3"}}, is_admin=False) == \
+        {"name": "", "size": 3, "secret": ""}
+
+
+@pytest.mark.parametrize(("body", "error"), [
+    ({"thing": {}}, BadRequest),  # size required
+    ({"thing": {"size": 1, "bogus": 1}}, BadRequest),
+    ({"thing": {"size": 1, "status": "x"}}, BadRequest),
+    ({"thing": {"size": 1, "secret": "x"}}, NotAuthorized),
+    ({"things": {"size": 1}}, BadRequest),
+    ({"thing": {"size": 1}, "other": 1}, BadRequest),
+    ([], BadRequest),
+])
+def test_parse_create_refusals(body: object, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        THING.parse_create(body, is_admin=False)
+
+
+def test_parse_update_and_view() -> None:
+    assert THING.parse_update({"thing": {"name": "n"}}, is_admin=False) == {"name": "n"}
+    with pytest.raises(BadRequest, match="read-only"):
+        THING.parse_update({"thing": {"id": "x"}}, is_admin=True)
+    stored = {"id": "i", "name": "n", "size": 1, "secret": "s", "status": "UP"}
+    assert "secret" not in THING.view(stored, is_admin=False)
+    assert THING.view(stored, is_admin=True) == stored
+
+
+def test_not_found_is_named_after_the_resource() -> None:
+    error = resource_not_found("security_group", "x")
+    assert error.status == 404 and error.type_name == "SecurityGroupNotFound"
+    assert error.body()["NeutronError"]["message"] == "Security group x could not be found."
