@@ -19,7 +19,13 @@ from kumonet.api.identity import Identity
 from kumonet.api.listing import SpecialFilters, apply_query, parse_query
 from kumonet.api.repository import Repository, Resource
 from kumonet.model import converters
-from kumonet.model.errors import BadRequest, NotAuthorized, PreconditionFailed, resource_not_found
+from kumonet.model.errors import (
+    BadRequest,
+    Conflict,
+    NotAuthorized,
+    PreconditionFailed,
+    resource_not_found,
+)
 from kumonet.model.resource import ResourceDefinition
 
 Visible = Callable[[Resource], bool]
@@ -154,8 +160,15 @@ class ResourceController:
             return await self._create_bulk(identity, body[self.definition.collection])
         attrs = self.definition.parse_create(body, is_admin=identity.is_admin)
         resolve_project(attrs, identity, member)
+        await self._refuse_taken_id(attrs)
         created = await self.logic.create(identity, attrs)
         return json_response({member: self._view(created, identity)}, status=201)
+
+    async def _refuse_taken_id(self, attrs: dict[str, Any]) -> None:
+        """A client-chosen id that exists is a conflict, not a lost race to
+        re-run (the create's ``key_absent`` compare stays the real guard)."""
+        if "id" in attrs and await self.logic.repository.find(attrs["id"]) is not None:
+            raise Conflict(f"A {self.definition.member} with id {attrs['id']} already exists.")
 
     async def _create_bulk(self, identity: Identity, items: Any) -> web.Response:
         if not isinstance(items, list) or not items:
@@ -166,6 +179,7 @@ class ResourceController:
             attrs = self.definition.parse_create({self.definition.member: item},
                                                  is_admin=identity.is_admin)
             resolve_project(attrs, identity, self.definition.member)
+            await self._refuse_taken_id(attrs)
             parsed.append(attrs)
         created: list[Resource] = []
         try:

@@ -133,3 +133,12 @@ async def test_unsharing_a_network_other_projects_use_is_refused(api: Api) -> No
     status, body = await api.call("PUT", f"/v2.0/networks/{net['id']}",
                                   {"network": {"shared": False}})
     assert status == 200 and body["network"]["shared"] is False
+
+
+async def test_client_chosen_id(api: Api) -> None:
+    chosen = "0b5e6a2c-5d0e-4a53-9f39-0c5c3f0e0a11"
+    net = await api.create("networks", "network", project=P1, id=chosen)
+    assert net["id"] == chosen
+    status, body = await api.call("POST", "/v2.0/networks", {"network": {"id": chosen}},
+                                  project=P1)
+    assert status == 409 and body["NeutronError"]["type"] == "Conflict"
