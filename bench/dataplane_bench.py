@@ -63,7 +63,9 @@ def build(local: int, remote: int, networks: int) -> tuple[Intent, HostFacts]:
     return Intent(nets, subnets, ports, hosts), facts
 
 
-def timed(run: Callable[[], HostPlan], repeat: int) -> tuple[float, HostPlan]:
+def timed(run: Callable[[], HostPlan], repeat: int) -> tuple[float, float, HostPlan]:
+    """(fastest ms, median ms, last plan): the fastest run is the code's cost on an
+    idle core; the median shows what sharing the machine's two cores adds."""
     samples = []
     plan = None
     for _ in range(repeat):
@@ -71,7 +73,7 @@ def timed(run: Callable[[], HostPlan], repeat: int) -> tuple[float, HostPlan]:
         plan = run()
         samples.append((time.perf_counter() - start) * 1000)
     assert plan is not None
-    return statistics.median(samples), plan
+    return min(samples), statistics.median(samples), plan
 
 
 def marginal(base: HostPlan, bigger: HostPlan) -> tuple[int, int]:
@@ -89,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     intent, facts = build(args.local, args.remote, args.networks)
 
-    cold_ms, plan = timed(lambda: compile_host(intent, facts), args.repeat)
+    cold_ms, cold_median, plan = timed(lambda: compile_host(intent, facts), args.repeat)
     total = plan.flow_count()
 
     extra_local = Port("port-new", "net-0", "fa:16:3e:ff:00:01",
@@ -124,7 +126,7 @@ def main() -> None:
         state["i"] += 1
         return compiler.compile(flip[state["i"] % 2], flip_facts[state["i"] % 2])
 
-    incremental_ms, _ = timed(incremental, args.repeat * 2)
+    incremental_ms, incremental_median, _ = timed(incremental, args.repeat * 2)
     render_start = time.perf_counter()
     lines = plan.lines("br-int")
     render_ms = (time.perf_counter() - render_start) * 1000
@@ -138,10 +140,12 @@ def main() -> None:
         print(f"flows per local port, {label}: {added} new (+{replaced} replaced)")
     print(f"flows per remote port: {added_remote} new (+{replaced_remote} replaced)   "
           f"OVN: {OVN_REMOTE}")  # fmt: skip
-    print(f"cold compile, whole host: {cold_ms:.1f} ms (median of {args.repeat})   "
+    print(f"cold compile, whole host: {cold_ms:.1f} ms fastest, {cold_median:.1f} ms median "
+          f"of {args.repeat}   "
           f"target: well under 100 ms")  # fmt: skip
-    print(f"incremental recompile after one port change: {incremental_ms:.1f} ms "
-          f"(median of {args.repeat * 2})   target: cheap (≪ cold)")  # fmt: skip
+    print(f"incremental recompile after one port change: {incremental_ms:.1f} ms fastest, "
+          f"{incremental_median:.1f} ms median of {args.repeat * 2}   "
+          f"target: cheap (≪ cold)")  # fmt: skip
 
 
 if __name__ == "__main__":

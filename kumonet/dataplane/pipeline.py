@@ -117,37 +117,43 @@ class Table:
         check_prerequisites(flow.match)
         if not 0 <= flow.priority <= 0xFFFF:
             raise PipelineError(f"priority out of range: {flow.priority}")
-        top_level = flow.actions
-        for position, action in enumerate(top_level):
-            if isinstance(action, Goto) and position != len(top_level) - 1:
+        actions = flow.actions
+        last = len(actions) - 1
+        for position, action in enumerate(actions):
+            if type(action) is Goto and position != last:
                 raise PipelineError(f"goto_table must be the last action: {flow.actions}")
-        for action in flow.all_actions():
             self._check_action(action, flow)
 
     def _check_action(self, action: Action, flow: Flow) -> None:
+        # Dispatch on the exact type: flows are built by the thousand per compile.
         spec = self.spec
-        if isinstance(action, Goto | Resubmit):
-            target = action.table
-            if target.pipeline is not self.pipeline or target.name not in spec.next_tables:
-                raise PipelineError(f"table {spec.name} may not go to {target.name}")
-            if isinstance(action, Goto) and target.number <= self.number:
-                raise PipelineError(f"goto_table must go forward: {spec.name} → {target.name}")
-        elif isinstance(action, SetField):
+        kind = type(action)
+        if kind is SetField:
+            assert isinstance(action, SetField)
             if action.field not in spec.writes:
                 raise PipelineError(f"table {spec.name} may not write {action.field}")
             if not FIELDS[action.field].writable:
                 raise PipelineError(f"{action.field} is not writable")
-        elif isinstance(action, Output | OutputToField | Normal):
+        elif kind is Goto or kind is Resubmit:
+            assert isinstance(action, Goto | Resubmit)
+            target = action.table
+            if target.pipeline is not self.pipeline or target.name not in spec.next_tables:
+                raise PipelineError(f"table {spec.name} may not go to {target.name}")
+            if kind is Goto and target.number <= self.number:
+                raise PipelineError(f"goto_table must go forward: {spec.name} → {target.name}")
+        elif kind is Output or kind is OutputToField or kind is Normal:
             if not spec.may_output:
                 raise PipelineError(f"table {spec.name} may not output: {flow.match}")
-        elif isinstance(action, Controller):
+        elif kind is Controller:
             if not spec.may_send_to_controller:
                 raise PipelineError(f"table {spec.name} may not send to the controller")
-        elif isinstance(action, PushVlan | PopVlan):
+        elif kind is PushVlan or kind is PopVlan:
             if not spec.may_change_vlan:
                 raise PipelineError(f"table {spec.name} may not push or pop VLAN tags")
-        elif isinstance(action, Clone):
-            pass  # its actions are walked by Flow.all_actions
+        elif kind is Clone:
+            assert isinstance(action, Clone)
+            for inner in action.actions:
+                self._check_action(inner, flow)
 
 
 @dataclass(frozen=True, eq=False)
