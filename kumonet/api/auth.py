@@ -8,13 +8,16 @@ keystone lets keystonemiddleware validate the token and set them.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from aiohttp import web
 
 from kumonet.api.identity import Identity, identity_from_headers
-from kumonet.model.errors import NeutronError
+from kumonet.model.errors import NeutronError, ServiceUnavailable
+
+log = logging.getLogger(__name__)
 
 
 class Unauthorized(NeutronError):
@@ -41,8 +44,6 @@ class KeystoneAuth:
     minimal WSGI environ; what it sets in the environ is the identity."""
 
     def __init__(self, options: Mapping[str, str]) -> None:
-        from keystonemiddleware import auth_token
-
         self._captured_key = "kumonet.identity_environ"
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -51,7 +52,12 @@ class KeystoneAuth:
             return [b""]
 
         conf = dict(options)
+        if not (conf.get("www_authenticate_uri") or conf.get("auth_url")):
+            raise ValueError("--auth keystone needs a [keystone_authtoken] section with at "
+                             "least auth_url (and the service credentials) in --config")
         conf.setdefault("delay_auth_decision", "false")
+        from keystonemiddleware import auth_token
+
         self._protocol = auth_token.AuthProtocol(app, conf)
 
     def _run(self, environ: dict[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -79,7 +85,14 @@ class KeystoneAuth:
                 continue
             environ["HTTP_" + name.upper().replace("-", "_")] = value
         loop = asyncio.get_running_loop()
-        status, environ = await loop.run_in_executor(None, self._run, environ)
+        try:
+            status, environ = await loop.run_in_executor(None, self._run, environ)
+        except Exception:
+            # keystonemiddleware answers Keystone outages itself (503); what
+            # escapes is a configuration problem the operator must see.
+            log.exception("keystonemiddleware failed")
+            raise ServiceUnavailable("The identity service cannot validate tokens now.",
+                                     type_name="HTTPServiceUnavailable") from None
         if not environ.get(self._captured_key) or environ.get("HTTP_X_IDENTITY_STATUS") \
                 != "Confirmed":
             raise Unauthorized("Authentication required")

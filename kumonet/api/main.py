@@ -23,7 +23,7 @@ from kumonet.api.neutron.extensions import CORE_EXTENSIONS
 from kumonet.api.neutron.networks import Networks
 from kumonet.api.neutron.ports import Ports
 from kumonet.api.neutron.subnets import Subnets
-from kumonet.store.contract import Store
+from kumonet.store.contract import Store, StoreError
 
 log = logging.getLogger("kumonet.server")
 
@@ -79,9 +79,10 @@ async def serve(args: argparse.Namespace) -> None:
     from kumonet.store.url import open_store
 
     config = load_config(args.config)
+    authenticator = make_authenticator(args.auth, config)
     store = await open_store(args.store)
     try:
-        app = make_app(store, config, make_authenticator(args.auth, config))
+        app = make_app(store, config, authenticator)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         host, port = args.listen
@@ -99,10 +100,15 @@ async def serve(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(serve(args))
+    try:
+        asyncio.run(serve(args))
+    except (ValueError, OSError, StoreError) as error:
+        # Configuration and start-up problems: one clear line, no traceback.
+        parser.exit(2, f"kumonet-server: {error}\n")
     return 0
 
 

@@ -162,3 +162,19 @@ def test_openstack_cli(server: Server) -> None:
     assert [n["Name"] for n in _cli(server, "network", "list")] == ["net01"]
     shown = _cli(server, "network", "show", "net01")
     assert shown["id"] == net["id"] and shown["subnets"] == [sub["id"]]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--store", "nope://x"], "unknown store URL scheme"),
+    (["--config", "/nonexistent/kumonet.ini"], "No such file"),
+    (["--auth", "keystone", "--store", "sqlite:///:memory:"], "keystone_authtoken"),
+])
+def test_startup_errors_are_one_clear_line(argv: list[str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from kumonet.api.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
