@@ -239,7 +239,7 @@ class PlanCompiler:
                 )
                 if network.is_tunneled and tunnel_ofport is not None:
                     flood.add(tunnel_ofport)
-                    if not port.port_security_enabled:
+                    if not port.enforces_port_security:
                         unknown.add(tunnel_ofport)
                     unit_flows.append(
                         unit(
@@ -250,7 +250,7 @@ class PlanCompiler:
             view = _NetworkView(
                 network=network,
                 key=key,
-                local=tuple((lp.ofport, lp.port.port_security_enabled) for lp in locals_),
+                local=tuple((lp.ofport, lp.port.enforces_port_security) for lp in locals_),
                 flood_tunnels=tuple(sorted(flood)),
                 unknown_tunnels=tuple(sorted(unknown)),
                 patch_ofport=(
@@ -373,7 +373,7 @@ class PlanCompiler:
                         [SetField(OUT_PORT.field, str(ofport)), lookup.goto("ingress_acl")],
                     )
                 )
-            if not port.port_security_enabled:
+            if not port.enforces_port_security:
                 flows.append(
                     classify.flow(90, {"in_port": ofport}, [*enter, classify.goto("dhcp")])
                 )

@@ -82,6 +82,16 @@ class Port:
     device_owner: str = ""
     host: str = ""
 
+    @property
+    def is_trusted(self) -> bool:
+        """Neutron's trusted ports (device_owner `network:*`, e.g. router interfaces)
+        forward other hosts' traffic, so no port security applies to them."""
+        return self.device_owner.startswith("network:")
+
+    @property
+    def enforces_port_security(self) -> bool:
+        return self.port_security_enabled and not self.is_trusted
+
     def macs(self) -> tuple[str, ...]:
         """The MACs this port may send from: its own first, then the pairs', deduplicated."""
         seen = [self.mac_address]

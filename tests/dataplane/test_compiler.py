@@ -468,3 +468,18 @@ def test_two_local_ports_claiming_one_mac_keep_the_first_and_say_so() -> None:
     # Deterministic: port-a1 sorts first, so a2's MAC is now delivered to a1.
     verdict = switch.send(**ip_from("u1", "10.0.0.21", MAC["a2"], "10.0.0.12"))
     assert verdict.ports() == {OFPORT["port-a1"]}
+
+
+def test_router_ports_are_trusted_like_neutron_does() -> None:
+    # A router interface forwards other subnets' traffic: no port security on it.
+    router = port("x", "net-a", "h1", [("sub-a", "10.0.0.1")],
+                  device_owner="network:router_interface")  # fmt: skip
+    intent = with_port(cloud_intent(), router)
+    switch = OpenFlowTables(
+        compile_host(intent, h1_facts(local_ofports={**OFPORT, "port-x": 9}))
+        .bridge_flows("br-int")
+        .values()
+    )
+    routed = {"in_port": 9, "dl_src": MAC["x"], "dl_dst": MAC["a1"], **IP4,
+              "nw_src": "192.168.50.7", "nw_dst": "10.0.0.11"}  # fmt: skip
+    assert switch.send(**routed).ports() == {OFPORT["port-a1"]}
