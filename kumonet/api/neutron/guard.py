@@ -14,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 from kumonet.api.repository import neutron_key
+from kumonet.model.errors import ServiceUnavailable
 from kumonet.store.contract import Compare, Store, key_absent
 
 GUARD_TTL_SECONDS = 10
@@ -29,14 +31,31 @@ def not_being_deleted(resource_id: str) -> Compare:
     return key_absent(guard_key(resource_id))
 
 
+@dataclass(frozen=True, slots=True)
+class Guard:
+    key: str
+    revision: int
+
+    def held(self) -> Compare:
+        """For the delete's own transaction: the guard is still this one (its
+        lease has not expired, so no creator slipped in)."""
+        return Compare(self.key, "create_revision", "==", self.revision)
+
+    async def check_held(self, store: Store) -> None:
+        kv = await store.get(self.key)
+        if kv is None or kv.create_revision != self.revision:
+            raise ServiceUnavailable("The delete took longer than its guard lasts; retry it.",
+                                     type_name="RetryRequest")
+
+
 @asynccontextmanager
-async def deletion_guard(store: Store, resource_id: str) -> AsyncIterator[str]:
-    """Hold the guard while the body decides and deletes; yields its key."""
+async def deletion_guard(store: Store, resource_id: str) -> AsyncIterator[Guard]:
+    """Hold the guard while the body decides and deletes."""
     key = guard_key(resource_id)
     lease = await store.grant_lease(GUARD_TTL_SECONDS)
     try:
-        await store.put(key, b"deleting", lease=lease.id)
-        yield key
+        revision = await store.put(key, b"deleting", lease=lease.id)
+        yield Guard(key, revision)
     finally:
         # Revoking also removes the key (if the delete did not already).
         await asyncio.shield(store.revoke_lease(lease.id))

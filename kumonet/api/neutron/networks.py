@@ -10,7 +10,7 @@ from kumonet.api.context import ApiContext
 from kumonet.api.identity import Identity
 from kumonet.api.ipam import AddressHints
 from kumonet.api.neutron.base import ResourceBase
-from kumonet.api.neutron.guard import deletion_guard
+from kumonet.api.neutron.guard import Guard, deletion_guard
 from kumonet.api.neutron.resource import Visible, check_revision
 from kumonet.api.repository import Resource, Stored, neutron_key, neutron_prefix
 from kumonet.api.transaction import Plan, commit_with_retry
@@ -24,7 +24,15 @@ from kumonet.model.segment import (
     pool_of,
     validate_requested,
 )
-from kumonet.store.contract import Compare, Delete, DeletePrefix, Op, Put, key_absent
+from kumonet.store.contract import (
+    Compare,
+    Delete,
+    DeletePrefix,
+    Op,
+    Put,
+    key_absent,
+    key_unchanged,
+)
 
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 
@@ -161,9 +169,10 @@ class Networks(ResourceBase):
         for subnet_id in found.resource.get("subnets", []):
             self.hints.forget(subnet_id)
 
-    async def _delete_guarded(self, identity: Identity, resource_id: str, guard: str,
+    async def _delete_guarded(self, identity: Identity, resource_id: str, guard: Guard,
                               expected_revision: int | None) -> None:
         async def decide() -> Plan[None]:
+            await guard.check_held(self.store)
             found: Stored = await self.writable(identity, resource_id)
             check_revision(found.resource, expected_revision)
             network = found.resource
@@ -174,9 +183,8 @@ class Networks(ResourceBase):
                 raise Conflict(f"Unable to complete operation on network {resource_id}. "
                                "There are one or more ports still in use on the network.",
                                type_name="NetworkInUse")
-            compares: list[Compare] = [Compare(found.kv.key, "mod_revision", "==",
-                                               found.kv.mod_revision)]
-            ops: list[Op] = [Delete(found.kv.key), Delete(guard)]
+            compares: list[Compare] = [key_unchanged(found.kv), guard.held()]
+            ops: list[Op] = [Delete(found.kv.key), Delete(guard.key)]
             for port in ports:
                 ops.append(Delete(neutron_key("ports", port["id"])))
                 ops.append(Delete(neutron_key("macs", port["mac_address"])))

@@ -11,7 +11,7 @@ from kumonet.api.context import ApiContext
 from kumonet.api.identity import Identity
 from kumonet.api.ipam import AddressHints
 from kumonet.api.neutron.base import ResourceBase
-from kumonet.api.neutron.guard import deletion_guard, not_being_deleted
+from kumonet.api.neutron.guard import Guard, deletion_guard, not_being_deleted
 from kumonet.api.neutron.resource import Visible, check_revision
 from kumonet.api.repository import Resource, neutron_key, neutron_prefix
 from kumonet.api.transaction import Plan, commit_with_retry
@@ -98,18 +98,19 @@ class Subnets(ResourceBase):
                      expected_revision: int | None) -> None:
         found = await self.writable(identity, resource_id)
         check_revision(found.resource, expected_revision)
-        async with deletion_guard(self.store, resource_id):
+        async with deletion_guard(self.store, resource_id) as guard:
             await commit_with_retry(self.store, lambda: self._decide_delete(
-                identity, resource_id, expected_revision))
+                identity, resource_id, expected_revision, guard))
         self.hints.forget(resource_id)
 
     async def _decide_delete(self, identity: Identity, resource_id: str,
-                             expected_revision: int | None) -> Plan[None]:
+                             expected_revision: int | None, guard: Guard) -> Plan[None]:
+        await guard.check_held(self.store)
         found = await self.writable(identity, resource_id)
         check_revision(found.resource, expected_revision)
         allocations = await self.store.range(neutron_prefix("ipam", resource_id))
         port_ids = sorted({kv.value.decode() for kv in allocations.kvs})
-        compares: list[Compare] = [key_unchanged(found.kv)]
+        compares: list[Compare] = [key_unchanged(found.kv), guard.held()]
         ops: list[Op] = [Delete(found.kv.key), DeletePrefix(neutron_prefix("ipam", resource_id))]
         for port_id in port_ids:
             port_kv = await self.store.get(neutron_key("ports", port_id))
