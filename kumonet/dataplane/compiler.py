@@ -68,6 +68,7 @@ _Builder = Callable[[], tuple[Flow, ...]]
 Match = dict[str, str | int]
 
 MULTICAST_BIT = "01:00:00:00:00:00/01:00:00:00:00:00"
+UNTAGGED = "0x0000/0x1000"  # vlan_tci without the "VLAN present" bit
 
 # Values of the ORIGIN register: 0 is a local port, the register's reset value.
 ORIGIN_LOCAL = 0
@@ -364,6 +365,9 @@ class PlanCompiler:
             classify = p.table("classify")
             lookup = p.table("l2_lookup")
             enter = [SetField(NETWORK.field, hex(key)), SetField(IN_PORT_KEY.field, str(ofport))]
+            # VMs send untagged frames only: a tag would leak onto a provider network's
+            # wire as another VLAN (OVN and Neutron drop them too).
+            untagged: Match = {"in_port": ofport, "vlan_tci": UNTAGGED}
             flows: list[Flow] = []
             for mac in port.macs():
                 flows.append(
@@ -374,9 +378,7 @@ class PlanCompiler:
                     )
                 )
             if not port.enforces_port_security:
-                flows.append(
-                    classify.flow(90, {"in_port": ofport}, [*enter, classify.goto("dhcp")])
-                )
+                flows.append(classify.flow(90, untagged, [*enter, classify.goto("dhcp")]))
                 return tuple(flows)
             security = p.table("port_security")
             to_dhcp: list[Action] = [security.goto("dhcp")]
@@ -384,7 +386,7 @@ class PlanCompiler:
                 flows.append(
                     classify.flow(
                         100,
-                        {"in_port": ofport, "dl_src": mac},
+                        {**untagged, "dl_src": mac},
                         [*enter, classify.goto("port_security")],
                     )
                 )

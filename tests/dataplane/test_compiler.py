@@ -483,3 +483,11 @@ def test_router_ports_are_trusted_like_neutron_does() -> None:
     routed = {"in_port": 9, "dl_src": MAC["x"], "dl_dst": MAC["a1"], **IP4,
               "nw_src": "192.168.50.7", "nw_dst": "10.0.0.11"}  # fmt: skip
     assert switch.send(**routed).ports() == {OFPORT["port-a1"]}
+
+
+def test_vlan_tagged_frames_from_vms_are_dropped(switch: OpenFlowTables) -> None:
+    # A VM on the flat network must not reach VLAN 42 of the same physnet by tagging.
+    tagged = arp_from("f1", MAC["f1"], "10.2.0.11", "10.1.0.12", vlan_tci=0x1000 | 42)
+    assert switch.send(**tagged).dropped
+    unsecured = ip_from("u1", "10.0.0.21", BROADCAST, "10.0.0.255", vlan_tci=0x1000 | 42)
+    assert switch.send(**unsecured).dropped

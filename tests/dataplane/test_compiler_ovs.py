@@ -150,6 +150,8 @@ CASES: dict[str, dict[str, object]] = {
                 "dl_dst": MAC["v1"], "dl_type": "0x0800"},
     "flat in": {"in_port": PATCH, "dl_src": MAC["x"], "dl_dst": BROADCAST,
                 "dl_type": "0x0800"},
+    "vm tagged": {"in_port": OFPORT["port-f1"], "vlan_tci": "0x102a", "dl_src": MAC["f1"],
+                  "dl_dst": BROADCAST, "dl_type": "0x0800"},
     "ipv6 ok": {"in_port": OFPORT["port-a1"], "dl_src": MAC["a1"], "dl_dst": MAC["a2"],
                 "dl_type": "0x86dd", "ipv6_src": "2001:db8::11", "nw_proto": 6},
     "ipv6 spoof": {"in_port": OFPORT["port-a1"], "dl_src": MAC["a1"], "dl_dst": MAC["a2"],
