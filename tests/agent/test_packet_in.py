@@ -1,16 +1,21 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
 from kumonet.agent.openflow import COOKIE_MARKER_VALUE, OpenFlowBridge
 from kumonet.agent.packet_in import (
+    OFP_NO_BUFFER,
     OFPT_PACKET_IN,
+    Backoff,
     PacketChannelDown,
     PacketIn,
     PacketInChannel,
@@ -265,3 +270,107 @@ async def _until_not_ready(chan: PacketInChannel) -> None:
     # Polling a test-only condition; the channel has no "went down" event to offer.
     while chan.ready:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
+
+
+# -- protocol corners a real OVS will not show on demand: a scripted switch ---------
+
+
+class ScriptedSwitch:
+    """A unix-socket peer that plays the switch's side of the handshake, then whatever
+    the test sends; it records every message the channel sends."""
+
+    def __init__(self, path: str, hello_version: int = 0x06) -> None:
+        self.path = path
+        self.hello_version = hello_version
+        self.received: asyncio.Queue[tuple[int, int, bytes]] = asyncio.Queue()
+        self.connections = 0
+        self._writer: asyncio.StreamWriter | None = None
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedSwitch:
+        self._server = await asyncio.start_unix_server(self._serve, self.path)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        if self._writer is not None:
+            self._writer.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self._writer = writer
+        writer.write(bytes([self.hello_version, 0]) + (8).to_bytes(2, "big") + bytes(4))
+        try:
+            while True:
+                header = await reader.readexactly(8)
+                length = int.from_bytes(header[2:4], "big")
+                body = await reader.readexactly(length - 8)
+                xid = int.from_bytes(header[4:8], "big")
+                await self.received.put((header[1], xid, body))
+                if header[1] == 20:  # BARRIER_REQUEST -> BARRIER_REPLY
+                    writer.write(encode_message(21, xid))
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass  # the channel hung up, which is what some tests want
+        finally:
+            writer.close()
+
+    def send(self, data: bytes) -> None:
+        assert self._writer is not None
+        self._writer.write(data)
+
+    async def next_of_type(self, msg_type: int) -> tuple[int, bytes]:
+        while True:
+            got_type, xid, body = await asyncio.wait_for(self.received.get(), 10)
+            if got_type == msg_type:
+                return xid, body
+
+
+def _packet_in_body(in_port: int, data: bytes) -> bytes:
+    oxm = (0x80000004).to_bytes(4, "big") + in_port.to_bytes(4, "big")
+    match = (1).to_bytes(2, "big") + (4 + len(oxm)).to_bytes(2, "big") + oxm
+    match += bytes(-len(match) % 8)
+    return (
+        OFP_NO_BUFFER.to_bytes(4, "big") + len(data).to_bytes(2, "big") + bytes([1, 0])
+        + DHCP_COOKIE.to_bytes(8, "big") + match + b"\0\0" + data
+    )  # fmt: skip
+
+
+async def test_echo_is_answered_and_a_failing_handler_does_not_stop_the_channel() -> None:
+    path = str(Path(tempfile.mkdtemp(prefix="kn6s-", dir="/tmp")) / "sw.mgmt")
+    seen: list[int] = []
+
+    async def handler(packet_in: PacketIn) -> None:
+        seen.append(packet_in.in_port)
+        if packet_in.in_port == 1:
+            raise RuntimeError("handler bug")
+
+    async with ScriptedSwitch(path) as switch, PacketInChannel(path, handler) as chan:
+        await asyncio.wait_for(chan.wait_ready(), 10)
+        _, body = await switch.next_of_type(9)  # SET_CONFIG
+        assert body == bytes.fromhex("0000ffff")
+        switch.send(encode_message(2, 0xABCD, b"probe"))  # ECHO_REQUEST
+        assert await switch.next_of_type(3) == (0xABCD, b"probe")  # ECHO_REPLY
+        switch.send(encode_message(OFPT_PACKET_IN, 7, _packet_in_body(1, b"first")))
+        switch.send(encode_message(OFPT_PACKET_IN, 8, _packet_in_body(2, b"second")))
+        switch.send(encode_message(2, 0xABCE, b""))  # a marker: both packet-ins handled
+        assert await switch.next_of_type(3) == (0xABCE, b"")
+        assert seen == [1, 2]
+        assert chan.ready and switch.connections == 1
+    shutil.rmtree(Path(path).parent)
+
+
+async def test_a_switch_below_openflow_13_is_refused_and_retried() -> None:
+    path = str(Path(tempfile.mkdtemp(prefix="kn6s-", dir="/tmp")) / "sw.mgmt")
+
+    async def handler(packet_in: PacketIn) -> None:
+        raise AssertionError("no packet-in expected")
+
+    async with ScriptedSwitch(path, hello_version=0x01) as switch:
+        chan = PacketInChannel(path, handler, backoff=Backoff(initial=0.01, maximum=0.02))
+        async with chan:
+            while switch.connections < 2:  # noqa: ASYNC110 - test-only polling
+                await asyncio.sleep(0.01)
+            assert not chan.ready and chan.generation == 0
+    shutil.rmtree(Path(path).parent)
