@@ -46,8 +46,11 @@ def free_port() -> int:
 
 async def create_port(session: aiohttp.ClientSession, url: str, network_id: str) -> float:
     start = time.perf_counter()
-    async with session.post(f"{url}/v2.0/ports", data=orjson.dumps(
-            {"port": {"network_id": network_id}}), headers=HEADERS) as resp:
+    async with session.post(
+        f"{url}/v2.0/ports",
+        data=orjson.dumps({"port": {"network_id": network_id}}),
+        headers=HEADERS,
+    ) as resp:
         await resp.read()
         if resp.status != 201:
             raise RuntimeError(f"port create answered {resp.status}")
@@ -62,12 +65,19 @@ def new_session(args: argparse.Namespace) -> aiohttp.ClientSession:
 
 async def run(args: argparse.Namespace, url: str, server: psutil.Process) -> None:
     async with new_session(args) as session:
-        async with session.post(f"{url}/v2.0/networks", data=orjson.dumps(
-                {"network": {"name": "bench"}}), headers=HEADERS) as resp:
+        async with session.post(
+            f"{url}/v2.0/networks",
+            data=orjson.dumps({"network": {"name": "bench"}}),
+            headers=HEADERS,
+        ) as resp:
             network = (await resp.json())["network"]
-        async with session.post(f"{url}/v2.0/subnets", data=orjson.dumps(
-                {"subnet": {"network_id": network["id"], "ip_version": 4,
-                            "cidr": "10.0.0.0/16"}}), headers=HEADERS) as resp:
+        async with session.post(
+            f"{url}/v2.0/subnets",
+            data=orjson.dumps(
+                {"subnet": {"network_id": network["id"], "ip_version": 4, "cidr": "10.0.0.0/16"}}
+            ),
+            headers=HEADERS,
+        ) as resp:
             assert resp.status == 201, await resp.text()
 
         for _ in range(20):  # warm-up, not measured
@@ -81,9 +91,11 @@ async def run(args: argparse.Namespace, url: str, server: psutil.Process) -> Non
         seq_elapsed = time.perf_counter() - t0
         created += args.seq
         rate = args.seq / seq_elapsed
-        print(f"sequential port create: {rate:7.1f} ports/s (target >= 300)   "
-              f"p50 {pct(seq, 50) * 1000:.2f} ms   p99 {pct(seq, 99) * 1000:.2f} ms "
-              "(target <= 20)")
+        print(
+            f"sequential port create: {rate:7.1f} ports/s (target >= 300)   "
+            f"p50 {pct(seq, 50) * 1000:.2f} ms   p99 {pct(seq, 99) * 1000:.2f} ms "
+            "(target <= 20)"
+        )
 
         conc: list[float] = []
         remaining = args.conc
@@ -99,8 +111,10 @@ async def run(args: argparse.Namespace, url: str, server: psutil.Process) -> Non
         await asyncio.gather(*(client() for _ in range(args.clients)))
         conc_elapsed = time.perf_counter() - t0
         created += len(conc)
-        print(f"{args.clients} concurrent clients:  {len(conc) / conc_elapsed:7.1f} ports/s "
-              f"(target >= 300)   p99 {pct(conc, 99) * 1000:.2f} ms")
+        print(
+            f"{args.clients} concurrent clients:  {len(conc) / conc_elapsed:7.1f} ports/s "
+            f"(target >= 300)   p99 {pct(conc, 99) * 1000:.2f} ms"
+        )
 
         while created < args.list_size:
             await create_port(session, url, network["id"])
@@ -112,8 +126,10 @@ async def run(args: argparse.Namespace, url: str, server: psutil.Process) -> Non
                 body = await resp.read()
             lists.append(time.perf_counter() - t0)
             count = len(orjson.loads(body)["ports"])
-        print(f"list {count} ports:        {min(lists) * 1000:7.1f} ms best, "
-              f"{pct(lists, 50) * 1000:.1f} ms median (target <= 300)")
+        print(
+            f"list {count} ports:        {min(lists) * 1000:7.1f} ms best, "
+            f"{pct(lists, 50) * 1000:.1f} ms median (target <= 300)"
+        )
         rss = server.memory_info().rss / 2**20
         print(f"server RSS:              {rss:7.1f} MiB (target <= 150)")
 
@@ -124,16 +140,26 @@ def main() -> int:
     parser.add_argument("--conc", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--list-size", type=int, default=5000)
-    parser.add_argument("--close", action="store_true",
-                        help="a new TCP connection per request (no keep-alive)")
+    parser.add_argument(
+        "--close", action="store_true", help="a new TCP connection per request (no keep-alive)"
+    )
     args = parser.parse_args()
     bin_dir = Path(sys.executable).parent
     with tempfile.TemporaryDirectory(prefix="kumonet-bench-") as tmp:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        proc = subprocess.Popen([str(bin_dir / "kumonet-server"), "--listen",
-                                 f"127.0.0.1:{port}", "--store", f"sqlite:///{tmp}/bench.db",
-                                 "--log-level", "WARNING"], cwd=tmp)
+        proc = subprocess.Popen(
+            [
+                str(bin_dir / "kumonet-server"),
+                "--listen",
+                f"127.0.0.1:{port}",
+                "--store",
+                f"sqlite:///{tmp}/bench.db",
+                "--log-level",
+                "WARNING",
+            ],
+            cwd=tmp,
+        )
         try:
             for _ in range(200):
                 try:
