@@ -41,6 +41,7 @@ from kumonet.dataplane.flow import (
     Normal,
     Output,
     OutputToField,
+    PipelineError,
     PopVlan,
     PushVlan,
     SetField,
@@ -274,7 +275,7 @@ class PlanCompiler:
                 if integration.setdefault(flow.cookie, flow) is not flow and (
                     integration[flow.cookie].body != flow.body
                 ):
-                    raise AssertionError(f"cookie collision: {flow.body}")  # 2^-48 odds
+                    raise PipelineError(f"cookie collision: {flow.body}")  # 2^-48 odds
         bridges: dict[str, Mapping[int, Flow]] = {facts.integration_bridge: integration}
         patch_ports = set()
         for physnet, bridge in sorted(facts.bridge_mappings.items()):
