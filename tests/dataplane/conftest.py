@@ -11,6 +11,7 @@ namespace and the run directory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -90,16 +91,16 @@ def _stop(pid_file: Path, control: Path) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture
-def ovs() -> Iterator[OvsSandbox]:
-    if shutil.which("ovs-vswitchd") is None or os.geteuid() != 0:
-        pytest.skip("needs Open vSwitch and root")
+@contextlib.contextmanager
+def ovs_sandbox() -> Iterator[OvsSandbox]:
+    """One throwaway OVS in its own network namespace; everything removed on exit."""
     run_dir = Path(tempfile.mkdtemp(prefix="kdp-", dir="/tmp"))
     sandbox = OvsSandbox(run_dir, f"kdp{secrets.token_hex(3)}")
     db = run_dir / "conf.db"
     netns = ("ip", "netns", "exec", sandbox.name)
     try:
         _run("ip", "netns", "add", sandbox.name)
+        _run("ip", "-n", sandbox.name, "link", "set", "lo", "up")
         _run("ovsdb-tool", "create", str(db), str(SCHEMA))
         _run(
             *netns, "ovsdb-server", str(db), f"--remote=punix:{run_dir}/db.sock",
@@ -124,3 +125,23 @@ def ovs() -> Iterator[OvsSandbox]:
         _stop(run_dir / "ovsdb-server.pid", run_dir / "ovsdb-server.ctl")
         subprocess.run(["ip", "netns", "del", sandbox.name], capture_output=True, check=False)
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _require_ovs() -> None:
+    if shutil.which("ovs-vswitchd") is None or os.geteuid() != 0:
+        pytest.skip("needs Open vSwitch and root")
+
+
+@pytest.fixture
+def ovs() -> Iterator[OvsSandbox]:
+    _require_ovs()
+    with ovs_sandbox() as sandbox:
+        yield sandbox
+
+
+@pytest.fixture
+def two_ovs() -> Iterator[tuple[OvsSandbox, OvsSandbox]]:
+    """Two hosts, each an OVS in its own namespace."""
+    _require_ovs()
+    with ovs_sandbox() as first, ovs_sandbox() as second:
+        yield first, second
