@@ -45,7 +45,8 @@ OPT_CLASSLESS_ROUTES = 121
 class DhcpSettings:
     """The responder's configuration (from the agent's config file)."""
 
-    server_mac: str = "fa:16:3e:6b:6e:01"
+    # Locally administered and outside base_mac (fa:16:3e): never a port's MAC.
+    server_mac: str = "02:6b:6e:00:00:01"
     lease_time: int = 86400  # Neutron's dhcp_lease_duration default
     domain: str = "openstacklocal"  # Neutron's dns_domain default
 
