@@ -1,0 +1,335 @@
+"""kumonet-agent's main object: follows intent from the servers and keeps this
+host's Open vSwitch matching it.
+
+The loop (DESIGN.md "Data flow"): snapshot + long-poll watch of
+``/config/neutron/`` and of the host table → `IntentMirror` → the pure
+compiler (`PlanCompiler`) with this host's facts read from OVSDB → OVSDB
+ports (tunnels, patches) and OpenFlow flows reconciled by cookie in one
+atomic bundle per bridge → port status reported back. Reconciliation runs in
+one task; changes arriving while it runs are coalesced into the next pass.
+
+Nothing is reconciled before both snapshots and the OVSDB snapshot are
+loaded: on a restart the first pass then finds the flows already installed
+and changes nothing (no still-wanted flow is deleted and re-added).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from kumonet.agent.config import AgentConfig
+from kumonet.agent.host_state import host_facts, patch_specs, tunnel_specs
+from kumonet.agent.mirror import CONFIG_PREFIX, HOSTS_PREFIX, Change, IntentMirror
+from kumonet.agent.openflow import OpenFlowBridge, OpenFlowError, plan_flow_change
+from kumonet.agent.ovsdb import BridgeSpec, Ovsdb, OvsdbError, PortPlan, plan_ports
+from kumonet.agent.packet_in import PacketChannelDown, PacketIn, PacketInChannel
+from kumonet.agent.server_client import (
+    Compacted,
+    Item,
+    PortStatus,
+    ServerClient,
+    ServerUnavailable,
+)
+from kumonet.dataplane.compiler import HostPlan, PlanCompiler
+from kumonet.dataplane.dhcp import answer_dhcp
+from kumonet.dataplane.intent import HostFacts, Intent
+
+LOG = logging.getLogger(__name__)
+
+AGENT_TYPES = ("Open vSwitch agent", "DHCP agent")
+RETRY_DELAY = 0.5
+
+
+class Agent:
+    def __init__(self, config: AgentConfig, client: ServerClient, ovsdb: Ovsdb) -> None:
+        self.config = config
+        self.client = client
+        self.ovsdb = ovsdb
+        self.mirror = IntentMirror()
+        self.compiler = PlanCompiler()
+        self.bridges = {
+            name: OpenFlowBridge(target=config.bridge_target(name))
+            for name in (config.integration_bridge, *config.bridge_mappings.values())
+        }
+        self.channel = PacketInChannel(
+            config.bridge_target(config.integration_bridge), self._on_packet_in
+        )
+        self._installed: dict[str, dict[int, int]] = {}  # bridge → cookie → count
+        self._dirty = asyncio.Event()
+        self._loaded = {"config": asyncio.Event(), "hosts": asyncio.Event()}
+        self._facts = HostFacts(host=config.host)
+        self._intent = Intent()
+        self._reported: dict[str, tuple[str, str]] = {}  # port → (status, host) in flight/done
+        self.passes = 0  # reconciliation passes done (for tests and status)
+        self.ready = asyncio.Event()  # set after the first full reconciliation
+
+    # -- start-up -----------------------------------------------------------
+
+    async def setup_ovs(self) -> None:
+        for name in self.bridges:
+            spec = BridgeSpec(name=name, datapath_type=self.config.datapath_type)
+            await self.ovsdb.ensure_bridge(spec)
+        for name in self.bridges:
+            # Also waits for the IDL snapshot to include the bridge: facts are complete.
+            await self.ovsdb.wait_for_ofport(name, name)
+
+    def registration(self) -> dict[str, Any]:
+        config = self.config
+        return {
+            "host": config.host,
+            "agent_types": list(AGENT_TYPES),
+            "tunnel_ip": config.local_ip,
+            "tunnel_types": list(config.tunnel_types),
+            "bridge_mappings": dict(config.bridge_mappings),
+            "heartbeat_interval": config.report_interval,
+            "configurations": {
+                "tunneling_ip": config.local_ip,
+                "tunnel_types": list(config.tunnel_types),
+                "bridge_mappings": dict(config.bridge_mappings),
+                "integration_bridge": config.integration_bridge,
+                "datapath_type": config.datapath_type,
+                "ovs_hybrid_plug": False,
+                "arp_responder_enabled": False,
+                "l2_population": True,
+            },
+        }
+
+    async def run(self) -> None:
+        await self.setup_ovs()
+        self.channel.start()
+        try:
+            await self._retry(lambda: self.client.register(self.config.host, self.registration()))
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._heartbeat_loop(), name="heartbeat")
+                tasks.create_task(
+                    self._follow(
+                        CONFIG_PREFIX, "config", self.mirror.reset_config, self.mirror.apply_config
+                    ),
+                    name="watch config",
+                )
+                tasks.create_task(
+                    self._follow(
+                        HOSTS_PREFIX, "hosts", self.mirror.reset_hosts, self.mirror.apply_hosts
+                    ),
+                    name="watch hosts",
+                )
+                tasks.create_task(self._ovsdb_events(), name="ovsdb events")
+                tasks.create_task(self._reconcile_loop(), name="reconcile")
+        finally:
+            await self.channel.stop()
+
+    async def _retry(self, call: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            try:
+                await call()
+                return
+            except ServerUnavailable as error:
+                LOG.warning("servers unavailable, retrying: %s", error)
+                await asyncio.sleep(RETRY_DELAY)
+
+    # -- following the servers ---------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.config.report_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await self.client.heartbeat(self.config.host):
+                    LOG.warning("lease expired on the server: registering again")
+                    await self.client.register(self.config.host, self.registration())
+            except ServerUnavailable as error:
+                LOG.warning("heartbeat failed: %s", error)
+
+    async def _follow(
+        self,
+        prefix: str,
+        name: str,
+        reset: Callable[[Iterable[tuple[str, Any]]], Change],
+        apply: Callable[[Iterable[tuple[str, Any]]], Change],
+    ) -> None:
+        while True:
+            try:
+                snapshot = await self.client.snapshot(prefix)
+            except ServerUnavailable as error:
+                LOG.warning("snapshot of %s failed: %s", prefix, error)
+                await asyncio.sleep(RETRY_DELAY)
+                continue
+            self._changed(reset(_pairs(snapshot.items)))
+            self._loaded[name].set()
+            revision = snapshot.revision + 1
+            while True:
+                try:
+                    batch = await self.client.watch(prefix, revision)
+                except Compacted:
+                    LOG.info("watch of %s compacted: taking a new snapshot", prefix)
+                    break
+                except ServerUnavailable as error:
+                    LOG.warning("watch of %s failed: %s", prefix, error)
+                    await asyncio.sleep(RETRY_DELAY)
+                    continue
+                if batch.events:
+                    self._changed(
+                        apply((e.key, e.value if e.type == "put" else None) for e in batch.events)
+                    )
+                revision = max(revision, batch.revision + 1)
+
+    def _changed(self, change: Change) -> None:
+        if change.intent_changed or change.ports:
+            self._dirty.set()
+
+    async def _ovsdb_events(self) -> None:
+        while True:
+            await self.ovsdb.port_events.get()
+            # Drain what else is queued: one pass handles them all.
+            while not self.ovsdb.port_events.empty():
+                self.ovsdb.port_events.get_nowait()
+            self._dirty.set()
+
+    # -- reconciliation -----------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        for loaded in self._loaded.values():
+            await loaded.wait()
+        self._dirty.set()  # the first pass runs even for an empty cloud
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            started = time.perf_counter()
+            try:
+                await self.reconcile_once()
+            except (OvsdbError, OpenFlowError) as error:
+                LOG.error("reconciliation failed, retrying: %s", error)
+                self._installed.clear()  # re-read the switch next time
+                await asyncio.sleep(RETRY_DELAY)
+                self._dirty.set()
+                continue
+            self.passes += 1
+            self.ready.set()
+            LOG.debug("reconciled in %.1f ms", (time.perf_counter() - started) * 1000)
+
+    def read_facts(self) -> HostFacts:
+        config = self.config
+        return host_facts(
+            self.ovsdb.ports(),
+            host=config.host,
+            tunnel_ip=config.local_ip,
+            integration_bridge=config.integration_bridge,
+            tunnel_types=config.tunnel_types,
+            bridge_mappings=config.bridge_mappings,
+        )
+
+    def current_intent(self, facts: HostFacts) -> Intent:
+        """The mirrored intent, with ports plugged here but not yet bound taken as
+        bound here (Nova binds before plugging; this only saves a round trip when
+        a port is plugged by hand)."""
+        intent = self.mirror.intent()
+        unbound = [
+            port_id
+            for port_id in facts.local_ofports
+            if port_id in intent.ports and not intent.ports[port_id].host
+        ]
+        if not unbound:
+            return intent
+        ports = dict(intent.ports)
+        for port_id in unbound:
+            ports[port_id] = dataclasses.replace(ports[port_id], host=self.config.host)
+        return dataclasses.replace(intent, ports=ports)
+
+    async def reconcile_once(self) -> HostPlan:
+        facts = self.read_facts()
+        intent = self.current_intent(facts)
+        plan = self.compiler.compile(intent, facts)
+        port_plan = self._port_plan(plan)
+        if port_plan.add or port_plan.update:
+            await self.ovsdb.apply_port_plan(PortPlan(add=port_plan.add, update=port_plan.update))
+            for spec in port_plan.add:
+                await self.ovsdb.wait_for_ofport(spec.bridge, spec.name)
+            facts = self.read_facts()
+            intent = self.current_intent(facts)
+            plan = self.compiler.compile(intent, facts)
+        for bridge_name, bridge in self.bridges.items():
+            desired = {
+                cookie: flow.render() for cookie, flow in plan.bridge_flows(bridge_name).items()
+            }
+            installed = self._installed.get(bridge_name)
+            if installed is None:
+                installed = await bridge.dump_cookies()
+            change = plan_flow_change(installed, desired)
+            if not change.empty:
+                await bridge.apply(change)
+            self._installed[bridge_name] = dict.fromkeys(desired, 1)
+        if port_plan.remove:
+            await self.ovsdb.apply_port_plan(PortPlan(remove=port_plan.remove))
+        self._facts, self._intent = facts, intent
+        await self._report_ports(facts)
+        return plan
+
+    def _port_plan(self, plan: HostPlan) -> PortPlan:
+        br_int = self.config.integration_bridge
+        present = self.ovsdb.ports()
+        tunnels = plan_ports(
+            tunnel_specs(plan, br_int), present, bridges=[br_int], kinds=("vxlan", "gre")
+        )
+        patches = plan_ports(
+            patch_specs(plan, br_int), present, bridges=list(self.bridges), kinds=("patch",)
+        )
+        return PortPlan(
+            add=tunnels.add + patches.add,
+            update=tunnels.update + patches.update,
+            remove=tunnels.remove + patches.remove,
+        )
+
+    async def _report_ports(self, facts: HostFacts) -> None:
+        host = self.config.host
+        reports: list[PortStatus] = []
+        for port_id, body in self.mirror.port_bodies.items():
+            bound_to = body.get("binding:host_id") or ""
+            plugged = port_id in facts.local_ofports
+            if plugged and bound_to in ("", host):
+                wanted = "ACTIVE" if body.get("admin_state_up", True) else "DOWN"
+            elif bound_to == host and not plugged:
+                wanted = "DOWN"
+            else:
+                continue
+            if body.get("status") == wanted and bound_to == host:
+                self._reported.pop(port_id, None)
+                continue
+            if self._reported.get(port_id) == (wanted, host):
+                continue  # already sent; the watch will bring the new body
+            self._reported[port_id] = (wanted, host)
+            reports.append(PortStatus(port_id, wanted, host))
+        for gone in set(self._reported) - set(self.mirror.port_bodies):
+            del self._reported[gone]
+        if reports:
+            try:
+                await self.client.report_ports(reports)
+            except ServerUnavailable as error:
+                LOG.warning("port status report failed, will retry: %s", error)
+                for report in reports:
+                    self._reported.pop(report.port_id, None)
+                self._dirty.set()
+
+    # -- DHCP -----------------------------------------------------------------
+
+    async def _on_packet_in(self, packet: PacketIn) -> None:
+        port_id = next(
+            (pid for pid, ofport in self._facts.local_ofports.items() if ofport == packet.in_port),
+            None,
+        )
+        if port_id is None:
+            return
+        reply = answer_dhcp(packet.data, self._intent, port_id, self.config.dhcp)
+        if reply is None:
+            return
+        with contextlib.suppress(PacketChannelDown):
+            await self.channel.send_packet_out(packet.in_port, reply)
+
+
+def _pairs(items: Iterable[Item]) -> Iterable[tuple[str, Any]]:
+    return ((item.key, item.value) for item in items)
