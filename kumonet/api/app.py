@@ -88,7 +88,7 @@ class VersionsController:
         base = base_url(request)
         return json_response({"resources": [
             {"name": r.definition.member, "collection": r.definition.collection,
-             "links": [{"rel": "self", "href": f"{base}/v2.0/{r.definition.collection}"}]}
+             "links": [{"rel": "self", "href": f"{base}/v2.0/{r.definition.path}"}]}
             for r in self.resources]})
 
 

@@ -58,6 +58,9 @@ class ResourceDefinition:
     collection: str
     member: str
     attributes: tuple[Attribute, ...]
+    # The URL's collection name when it differs from the body key
+    # (``/v2.0/security-groups`` answers ``{"security_groups": ...}``).
+    url_name: str = ""
     by_name: Mapping[str, Attribute] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -68,7 +71,13 @@ class ResourceDefinition:
 
     def with_attributes(self, *extra: Attribute) -> ResourceDefinition:
         """A new definition with more attributes (extensions add theirs)."""
-        return ResourceDefinition(self.collection, self.member, (*self.attributes, *extra))
+        return ResourceDefinition(self.collection, self.member, (*self.attributes, *extra),
+                                  self.url_name)
+
+    @property
+    def path(self) -> str:
+        """The collection's name in URLs."""
+        return self.url_name or self.collection
 
     def _body_of(self, body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or not isinstance(body.get(self.member), dict):

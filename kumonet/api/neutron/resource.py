@@ -105,7 +105,7 @@ class ResourceController:
         self.definition = logic.definition
 
     def add_routes(self, app: web.Application) -> None:
-        base = f"/v2.0/{self.definition.collection}"
+        base = f"/v2.0/{self.definition.path}"
         for suffix in ("", ".json"):
             app.router.add_get(base + suffix, self.list)
             app.router.add_post(base + suffix, self.create)
@@ -136,7 +136,7 @@ class ResourceController:
         items = [r for r in await self.logic.repository.all() if visible(r)]
         if not identity.is_admin:
             items = [self._view(r, identity) for r in items]
-        page = apply_query(items, query, collection=self.definition.collection,
+        page = apply_query(items, query, collection=self.definition.path,
                            base_url=base_url(request), params=params)
         body: dict[str, Any] = {self.definition.collection: page.items}
         if page.links:
