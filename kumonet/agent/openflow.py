@@ -196,3 +196,36 @@ def desired_from_lines(lines: Iterable[tuple[int, str]]) -> dict[int, str]:
         if desired.setdefault(cookie, line) != line:
             raise ValueError(f"cookie {cookie:#x} names two flows: {desired[cookie]!r}, {line!r}")
     return desired
+
+
+class InstalledFlows:
+    """What kumonet has installed on one bridge, remembered between changes.
+
+    The first ``converge`` reads the bridge (the agent-restart path: nothing still
+    wanted is touched); later ones diff against memory, so a one-flow change costs one
+    bundle instead of a dump of every flow. Call ``forget`` when the switch may have
+    lost its flows behind our back (ovs-vswitchd restarted: the packet-in channel's
+    ``generation`` went up) to read the bridge again on the next ``converge``.
+    """
+
+    def __init__(self, bridge: OpenFlowBridge) -> None:
+        self.bridge = bridge
+        self._cookies: dict[int, int] | None = None
+
+    def forget(self) -> None:
+        self._cookies = None
+
+    async def converge(self, desired: Mapping[int, str]) -> FlowChange:
+        """Make kumonet's flows on the bridge exactly ``desired``; returns what changed."""
+        if self._cookies is None:
+            self._cookies = await self.bridge.dump_cookies()
+        change = plan_flow_change(self._cookies, desired)
+        try:
+            await self.bridge.apply(change)
+        except OpenFlowError:
+            # The bundle is atomic, but the failure may be the switch restarting: read
+            # it again next time rather than trust memory.
+            self._cookies = None
+            raise
+        self._cookies = dict.fromkeys(desired, 1)
+        return change

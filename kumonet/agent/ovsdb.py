@@ -38,7 +38,7 @@ OWNER_VALUE = "true"
 #: 1.5 for ``ovs-ofctl -O OpenFlow15`` bundles.
 BRIDGE_PROTOCOLS = ("OpenFlow13", "OpenFlow14", "OpenFlow15")
 
-DatapathType = Literal["netdev", "system"]
+DATAPATH_TYPES = ("netdev", "system")
 TunnelType = Literal["vxlan", "gre"]
 
 # Only these columns are replicated: the Interface table's statistics change every
@@ -63,8 +63,12 @@ class BridgeSpec:
     """A bridge as kumonet wants it. ``hwaddr`` pins the bridge MAC (``other_config``)."""
 
     name: str
-    datapath_type: DatapathType = "netdev"
+    datapath_type: str = "netdev"  # "netdev" (userspace) or "system" (kernel)
     hwaddr: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.datapath_type not in DATAPATH_TYPES:
+            raise ValueError(f"datapath_type {self.datapath_type!r}: one of {DATAPATH_TYPES}")
 
 
 @dataclass(frozen=True, slots=True)

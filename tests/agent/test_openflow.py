@@ -8,6 +8,7 @@ from kumonet.agent.openflow import (
     COOKIE_MARKER,
     COOKIE_MARKER_VALUE,
     FlowChange,
+    InstalledFlows,
     OpenFlowBridge,
     OpenFlowError,
     desired_from_lines,
@@ -190,3 +191,36 @@ async def test_a_bad_flow_fails_the_whole_bundle(ovs: OvsSandbox, bridge: OpenFl
 async def test_unreachable_switch_raises(ovs: OvsSandbox) -> None:
     with pytest.raises(OpenFlowError):
         await OpenFlowBridge(target=ovs.mgmt(ovs.name("none")), timeout=10).dump_cookies()
+
+
+async def test_installed_flows_reads_once_then_diffs_in_memory(
+    ovs: OvsSandbox, bridge: OpenFlowBridge
+) -> None:
+    desired = dict(_flow(n) for n in range(1, 51))
+    await bridge.reconcile(desired)  # a previous agent's flows
+    installed = InstalledFlows(bridge)
+    assert (await installed.converge(desired)).empty  # restart: nothing touched
+
+    ovs.ofctl("del-flows", bridge.target, f"cookie={_flow(1)[0]:#x}/-1")  # behind our back
+    desired[_flow(51)[0]] = _flow(51)[1]
+    change = await installed.converge(desired)
+    # memory says flow 1 is installed, so only flow 51 is added ...
+    assert change.add_lines == (_flow(51)[1],) and not change.delete_cookies
+    assert _flow(1)[0] not in await bridge.dump_cookies()
+    # ... until the agent says the switch may have changed behind its back
+    installed.forget()
+    change = await installed.converge(desired)
+    assert change.add_lines == (_flow(1)[1],)
+    assert await bridge.dump_cookies() == dict.fromkeys(desired, 1)
+
+
+async def test_installed_flows_rereads_after_a_failed_bundle(
+    ovs: OvsSandbox, bridge: OpenFlowBridge
+) -> None:
+    installed = InstalledFlows(bridge)
+    await installed.converge(dict([_flow(1)]))
+    bad = _cookie(999)
+    with pytest.raises(OpenFlowError):
+        await installed.converge({bad: f"table=10,cookie={bad:#x} actions=group:9"})
+    ovs.ofctl("del-flows", bridge.target, f"cookie={_flow(1)[0]:#x}/-1")
+    assert (await installed.converge(dict([_flow(1)]))).add_lines == (_flow(1)[1],)

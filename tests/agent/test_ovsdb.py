@@ -92,6 +92,11 @@ def test_plan_is_limited_to_the_bridges_in_scope() -> None:
     assert plan.empty
 
 
+def test_bridge_spec_refuses_unknown_datapath_types() -> None:
+    with pytest.raises(ValueError, match="datapath_type"):
+        BridgeSpec("br-int", datapath_type="dpdk")
+
+
 def test_patch_pair_names_and_peers() -> None:
     int_end, phy_end = patch_pair("br-int", "br-ex")
     assert (int_end.bridge, int_end.name, int_end.options) == (
