@@ -419,12 +419,16 @@ class Ovsdb:
         """Wait until OVS has assigned ``name`` an OpenFlow port number.
 
         For callers that need one port's number now; it consumes no ``port_events``.
+        Raises ``OvsdbError`` if vswitchd reports it cannot create the interface (a
+        missing netdev, bad tunnel options), which would otherwise be a silent hang.
         """
         while True:
             published = self._published
-            ofport = self.ofport(bridge, name)
-            if ofport is not None:
-                return ofport
+            port = self._ports.get((bridge, name))
+            if port is not None and port.ofport is not None:
+                return port.ofport
+            if port is not None and port.error:
+                raise OvsdbError(f"{bridge}/{name}: {port.error}")
             await published.wait()
 
     # -- writing -------------------------------------------------------------

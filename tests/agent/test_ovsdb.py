@@ -318,3 +318,5 @@ async def test_a_port_vswitchd_cannot_create_reports_its_error(
             break
     assert event.port.ofport is None
     assert "could not open network device" in event.port.error
+    with pytest.raises(OvsdbError, match="could not open network device"):
+        await asyncio.wait_for(ovsdb.wait_for_ofport(br, ghost), 10)
