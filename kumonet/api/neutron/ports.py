@@ -38,6 +38,16 @@ class PortSecurityGroups(Protocol):
         ...
 
 
+class PortDeleteHook(Protocol):
+    """Another resource's say in a port delete: raise to refuse it, or
+    return compares and ops joined to the delete's own transaction
+    (floating IPs disassociate). ``internal``: the delete comes from another
+    resource (removing a router interface), not from ``DELETE /ports``."""
+
+    async def port_deleting(self, port: Resource, *, internal: bool
+                            ) -> tuple[Sequence[Compare], Sequence[Op]]: ...
+
+
 class RequestedSecurityGroups:
     """Until security groups exist: keep what was asked for, else none."""
 
@@ -122,6 +132,8 @@ class Ports(ResourceBase):
         self.networks = networks
         self.subnets = subnets
         self.security_groups = security_groups or RequestedSecurityGroups()
+        # Filled in by kumonet.api.main (routers, floating IPs), which build on ports.
+        self.delete_hooks: list[PortDeleteHook] = []
         self.special_filters = {"fixed_ips": _fixed_ips_matcher}
         self.rng = random.Random()
 
@@ -402,14 +414,23 @@ class Ports(ResourceBase):
 
     async def delete(self, identity: Identity, resource_id: str,
                      expected_revision: int | None) -> None:
+        await self._delete(identity, resource_id, expected_revision, internal=False)
+
+    async def _delete(self, identity: Identity, resource_id: str,
+                      expected_revision: int | None, *, internal: bool) -> None:
         async def decide() -> Plan[Resource]:
             found = await self.writable(identity, resource_id)
             check_revision(found.resource, expected_revision)
             port = found.resource
+            compares: list[Compare] = [key_unchanged(found.kv)]
             ops: list[Op] = [Delete(found.kv.key), Delete(mac_key(port["mac_address"]))]
             ops += [Delete(ipam_key(ip["subnet_id"], ip["ip_address"]))
                     for ip in port["fixed_ips"]]
-            return Plan([key_unchanged(found.kv)], ops, port)
+            for hook in self.delete_hooks:
+                more_compares, more_ops = await hook.port_deleting(port, internal=internal)
+                compares += more_compares
+                ops += more_ops
+            return Plan(compares, ops, port)
 
         port = await commit_with_retry(self.store, decide)
         for ip in port["fixed_ips"]:
@@ -419,5 +440,4 @@ class Ports(ResourceBase):
         """Delete a port on behalf of another resource (router interfaces)."""
         from kumonet.api.identity import ADMIN
 
-        await self.delete(ADMIN, port_id, None)
-
+        await self._delete(ADMIN, port_id, None, internal=True)
