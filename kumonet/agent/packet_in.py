@@ -144,12 +144,15 @@ def decode_oxm_fields(fields: bytes) -> dict[str, int]:
 
 def decode_packet_in(body: bytes) -> PacketIn:
     """Decode a PACKET_IN body (the bytes after the 8-byte OpenFlow header)."""
-    buffer_id, total_len, reason, table_id, cookie = _PACKET_IN.unpack_from(body, 0)
-    at = _PACKET_IN.size
-    match_type, match_len = _MATCH_HEADER.unpack_from(body, at)
-    if match_type != 1:
-        raise OpenFlowProtocolError(f"PACKET_IN match type {match_type}, expected OXM")
-    match = decode_oxm_fields(body[at + _MATCH_HEADER.size : at + match_len])
+    try:
+        buffer_id, total_len, reason, table_id, cookie = _PACKET_IN.unpack_from(body, 0)
+        at = _PACKET_IN.size
+        match_type, match_len = _MATCH_HEADER.unpack_from(body, at)
+        if match_type != 1:
+            raise OpenFlowProtocolError(f"PACKET_IN match type {match_type}, expected OXM")
+        match = decode_oxm_fields(body[at + _MATCH_HEADER.size : at + match_len])
+    except struct.error as error:
+        raise OpenFlowProtocolError(f"truncated PACKET_IN ({len(body)} bytes): {error}") from None
     padded = (match_len + 7) // 8 * 8
     data = body[at + padded + 2 :]  # 2 bytes of padding follow the match
     try:
@@ -272,13 +275,15 @@ class PacketInChannel:
             except OSError as error:
                 LOG.debug("packet-in: cannot connect to %s: %s", self._path, error)
             else:
+                generation = self._generation
                 try:
                     await self._serve(reader, writer)
                 except (OSError, asyncio.IncompleteReadError, OpenFlowProtocolError) as error:
                     LOG.warning("packet-in: connection to %s lost: %s", self._path, error)
                 finally:
                     await self._disconnected(writer)
-                if self._generation:
+                if self._generation > generation:
+                    # This connection worked: the switch restarted, so retry promptly.
                     delay = self._backoff.initial
             await asyncio.sleep(delay)
             delay = min(delay * 2, self._backoff.maximum)
@@ -331,7 +336,12 @@ class PacketInChannel:
                 async with self._changed:
                     self._changed.notify_all()
             elif msg_type == OFPT_PACKET_IN:
-                await self._deliver(decode_packet_in(body))
+                try:
+                    packet_in = decode_packet_in(body)
+                except OpenFlowProtocolError as error:
+                    LOG.error("packet-in: undecodable PACKET_IN skipped: %s", error)
+                    continue
+                await self._deliver(packet_in)
             elif msg_type == OFPT_ERROR:
                 err_type, err_code = struct.unpack_from("!HH", body, 0)
                 LOG.error(

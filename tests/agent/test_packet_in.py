@@ -16,6 +16,7 @@ from kumonet.agent.packet_in import (
     OFP_NO_BUFFER,
     OFPT_PACKET_IN,
     Backoff,
+    OpenFlowProtocolError,
     PacketChannelDown,
     PacketIn,
     PacketInChannel,
@@ -109,6 +110,11 @@ def test_packet_in_from_os_ken_decodes() -> None:
     assert packet_in.match["metadata"] == 0x1234 and packet_in.match["tunnel_id"] == 99
     assert packet_in.data == frame
     assert encode_message(OFPT_PACKET_IN, 1, body)[1] == OFPT_PACKET_IN
+
+
+def test_truncated_packet_in_is_a_protocol_error() -> None:
+    with pytest.raises(OpenFlowProtocolError, match="truncated"):
+        decode_packet_in(bytes(10))
 
 
 def test_socket_path_accepts_both_forms() -> None:
@@ -352,6 +358,7 @@ async def test_echo_is_answered_and_a_failing_handler_does_not_stop_the_channel(
         assert body == bytes.fromhex("0000ffff")
         switch.send(encode_message(2, 0xABCD, b"probe"))  # ECHO_REQUEST
         assert await switch.next_of_type(3) == (0xABCD, b"probe")  # ECHO_REPLY
+        switch.send(encode_message(OFPT_PACKET_IN, 6, b"\0" * 10))  # malformed: skipped
         switch.send(encode_message(OFPT_PACKET_IN, 7, _packet_in_body(1, b"first")))
         switch.send(encode_message(OFPT_PACKET_IN, 8, _packet_in_body(2, b"second")))
         switch.send(encode_message(2, 0xABCE, b""))  # a marker: both packet-ins handled
