@@ -1,0 +1,274 @@
+"""One store watch per prefix, shared by every agent long-polling a server.
+
+Hundreds of agents ask "what changed under this prefix since revision R?".
+Giving each its own store watch would make the store's work grow with the
+number of hosts; instead each server process runs one store watch per
+prefix (a :class:`ChangeFeed`) and keeps the recent events in a bounded
+buffer. A request is answered from that buffer (a binary search and a join
+of pre-encoded events) or parks on one shared :class:`asyncio.Event` until
+the next change, so a waiting agent costs a parked coroutine and nothing
+more.
+
+The buffer is the server's window of history: a request for a revision
+older than the buffer's floor (events dropped to bound memory, or older than
+the feed itself) gets :class:`FeedGone` and the agent re-snapshots, exactly
+as after an etcd compaction.
+
+Events of one revision (one transaction) are appended without yielding to
+the event loop in between (both backends deliver a revision's events
+together), so a reader never sees half a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import orjson
+
+from kumonet.store.contract import (
+    CompactedError,
+    EventType,
+    Store,
+    StoreUnavailable,
+    WatchEvent,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BUFFER_EVENTS = 20000
+# A key is shown to agents when this holds (bookkeeping keys are not).
+KeyFilter = Callable[[str], bool]
+
+
+class FeedGone(Exception):
+    """The revision asked for is older than what this feed can still serve."""
+
+    def __init__(self, floor: int) -> None:
+        super().__init__(f"revision too old; the oldest this server can serve is {floor}")
+        self.floor = floor
+
+
+def decode_value(raw: bytes) -> object:
+    """Stored values are JSON; a few bookkeeping values are plain text."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
+def encode_event(event: WatchEvent) -> bytes:
+    """An event as agents receive it, encoded once for every request."""
+    deleted = event.type is EventType.DELETE
+    return orjson.dumps({"type": event.type.value, "key": event.kv.key,
+                         "mod_revision": event.kv.mod_revision,
+                         "value": None if deleted else decode_value(event.kv.value)})
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What a long-poll answers: events (pre-encoded JSON) and the revision
+    to resume after (the next request asks for ``revision + 1``)."""
+
+    revision: int
+    events: Sequence[bytes]
+
+    def body(self) -> bytes:
+        return b'{"revision":%d,"events":[%s]}' % (self.revision, b",".join(self.events))
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    revision: int
+    key: str
+    encoded: bytes
+
+
+class ChangeFeed:
+    """The events under one prefix since the feed started, the latest
+    ``buffer_events`` of them kept."""
+
+    def __init__(self, store: Store, prefix: str, *, shown: KeyFilter = lambda _k: True,
+                 buffer_events: int = DEFAULT_BUFFER_EVENTS) -> None:
+        self.store = store
+        self.prefix = prefix
+        self.shown = shown
+        self.buffer_events = buffer_events
+        self._entries: list[_Entry] = []
+        self._revisions: list[int] = []
+        # Every event with revision >= floor is in the buffer.
+        self.floor = 0
+        # Everything up to `revision` has been seen (a valid resume point).
+        self.revision = 0
+        self._changed = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._failure: BaseException | None = None
+        self._closed = False
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Start the store watch (idempotent); returns once it is registered,
+        so a snapshot read after this is covered by the feed."""
+        if self._closed:
+            return
+        task = self._task
+        if task is None or task.done():
+            self._ready.clear()
+            self._failure = None
+            task = self._task = asyncio.create_task(self._run(), name=f"feed {self.prefix}")
+        if not self._ready.is_set():
+            ready = asyncio.ensure_future(self._ready.wait())
+            await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+            ready.cancel()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        if self._failure is not None:
+            raise StoreUnavailable(f"change feed for {self.prefix} stopped: {self._failure}")
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                start = await self.store.revision() + 1
+                self._reset(start)
+                try:
+                    await self._follow(start)
+                except CompactedError:
+                    # Fell so far behind that the store forgot what we had
+                    # not read yet: start over; waiters behind get FeedGone.
+                    log.warning("change feed %s fell behind compaction; restarting",
+                                self.prefix)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:
+            self._failure = error
+            if not isinstance(error, StoreUnavailable):
+                log.exception("change feed %s failed", self.prefix)
+        finally:
+            self._wake()
+
+    def _reset(self, start: int) -> None:
+        self._entries.clear()
+        self._revisions.clear()
+        self.floor = start
+        self.revision = start - 1
+        self._ready.set()
+        self._wake()
+
+    async def _follow(self, start: int) -> None:
+        watch = self.store.watch(self.prefix, start)
+        try:
+            async for event in watch:
+                self._append(event)
+        finally:
+            await watch.aclose()  # type: ignore[attr-defined]
+
+    def _append(self, event: WatchEvent) -> None:
+        revision = event.kv.mod_revision
+        if self.shown(event.kv.key):
+            self._entries.append(_Entry(revision, event.kv.key, encode_event(event)))
+            self._revisions.append(revision)
+            if len(self._entries) > 2 * self.buffer_events:
+                # Trim in bulk (amortized O(1)); keep whole revisions so the
+                # floor is exact.
+                cut = len(self._entries) - self.buffer_events
+                while cut < len(self._revisions) and \
+                        self._revisions[cut] == self._revisions[cut - 1]:
+                    cut += 1
+                self.floor = self._revisions[cut - 1] + 1
+                del self._entries[:cut]
+                del self._revisions[:cut]
+        if revision > self.revision:
+            self.revision = revision
+            self._wake()
+
+    def _wake(self) -> None:
+        # One event for all waiters: setting it resumes them on the loop's
+        # next turn, after this revision's remaining events were appended.
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _collect(self, since: int, key_prefix: str, limit: int) -> Batch | None:
+        start = bisect.bisect_left(self._revisions, since)
+        if start >= len(self._entries):
+            return None
+        chosen: list[bytes] = []
+        last = 0
+        for entry in self._entries[start:]:
+            if len(chosen) >= limit and entry.revision != last:
+                return Batch(last, chosen)
+            if entry.key.startswith(key_prefix):
+                chosen.append(entry.encoded)
+                last = entry.revision
+        return Batch(self.revision, chosen) if chosen else None
+
+    async def changes(self, since: int, *, key_prefix: str | None = None, wait_seconds: float,
+                      limit: int = 1000) -> Batch:
+        """Events at revision >= ``since`` under ``key_prefix`` (default: the
+        feed's prefix) as soon as there are any, capped at ``limit`` events
+        (never splitting a revision); after ``wait_seconds`` an empty batch
+        with the revision reached. :class:`FeedGone` if ``since`` is older
+        than the buffer."""
+        await self.start()
+        wanted = key_prefix or self.prefix
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_seconds
+        while True:
+            self._raise_failure()
+            if self._closed:
+                return Batch(self.revision, ())
+            if since < self.floor:
+                raise FeedGone(self.floor)
+            batch = self._collect(since, wanted, limit)
+            if batch is not None:
+                return batch
+            # Nothing yet: everything below `revision` was seen and none of it
+            # concerns the caller, so it may resume after `revision`.
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return Batch(max(self.revision, since - 1), ())
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(remaining):
+                    await changed.wait()
+            if not self.running and not self._closed:
+                self._raise_failure()
+                await self.start()
+
+    async def close(self) -> None:
+        """Stop the store watch and answer every waiter now."""
+        self._closed = True
+        self._wake()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class ChangeFeeds:
+    """The feeds of one server process, one per allowed root prefix, started
+    on first use. A request for a sub-prefix is served by its root's feed
+    (filtered), so sub-prefixes never add store watches."""
+
+    def __init__(self, store: Store, roots: Sequence[str], *, shown: KeyFilter = lambda _k: True,
+                 buffer_events: int = DEFAULT_BUFFER_EVENTS) -> None:
+        self.feeds = {root: ChangeFeed(store, root, shown=shown, buffer_events=buffer_events)
+                      for root in roots}
+
+    def root_of(self, prefix: str) -> ChangeFeed | None:
+        for root, feed in self.feeds.items():
+            if prefix.startswith(root):
+                return feed
+        return None
+
+    async def close(self) -> None:
+        for feed in self.feeds.values():
+            await feed.close()
