@@ -14,11 +14,14 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from kumonet.api.agent_sync import AgentSync
 from kumonet.api.app import ApiParts, build_app
 from kumonet.api.auth import Authenticator, KeystoneAuth, NoAuth
 from kumonet.api.config import ServerConfig, load_config
 from kumonet.api.context import ApiContext
+from kumonet.api.hosts import HostRegistry
 from kumonet.api.ipam import AddressHints
+from kumonet.api.neutron.agents import AGENT_EXTENSIONS, Agents, L3Scheduling
 from kumonet.api.neutron.extensions import CORE_EXTENSIONS
 from kumonet.api.neutron.networks import Networks
 from kumonet.api.neutron.ports import Ports
@@ -38,8 +41,11 @@ def build_api(context: ApiContext) -> ApiParts:
     networks = Networks(context, hints)
     subnets = Subnets(context, hints, networks)
     ports = Ports(context, hints, networks, subnets)
-    return ApiParts(resources=[networks, subnets, ports], extensions=list(CORE_EXTENSIONS),
-                    routes=[])
+    hosts = HostRegistry(context)
+    agents = Agents(context.store, hosts)
+    return ApiParts(resources=[networks, subnets, ports, agents],
+                    extensions=[*CORE_EXTENSIONS, *AGENT_EXTENSIONS],
+                    routes=[L3Scheduling(context.store, agents), AgentSync(context, hosts, ports)])
 
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
