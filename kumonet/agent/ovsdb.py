@@ -357,7 +357,10 @@ class Ovsdb:
         return ovsdb
 
     def _connect_blocking(self) -> None:
-        helper = idlutils.get_schema_helper(self._config.remote, "Open_vSwitch")
+        try:
+            helper = idlutils.get_schema_helper(self._config.remote, "Open_vSwitch")
+        except Exception as error:  # ovsdbapp raises a bare Exception here
+            raise OvsdbError(f"cannot reach {self._config.remote}: {error}") from error
         for table in _WHOLE_TABLES:
             helper.register_table(table)
         helper.register_columns("Interface", list(_INTERFACE_COLUMNS))

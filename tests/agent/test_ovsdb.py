@@ -320,3 +320,8 @@ async def test_a_port_vswitchd_cannot_create_reports_its_error(
     assert "could not open network device" in event.port.error
     with pytest.raises(OvsdbError, match="could not open network device"):
         await asyncio.wait_for(ovsdb.wait_for_ofport(br, ghost), 10)
+
+
+async def test_connecting_to_no_server_raises(ovs: OvsSandbox) -> None:
+    with pytest.raises(OvsdbError, match="cannot reach"):
+        await Ovsdb.connect(OvsdbConfig(remote=f"unix:{ovs.rundir}/nothing.sock", timeout=2))
