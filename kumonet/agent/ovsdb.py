@@ -28,7 +28,7 @@ from ovsdbapp.schema.open_vswitch import impl_idl
 
 _T = TypeVar("_T")
 
-#: ``external_ids`` key (on Port and Interface) marking the ports kumonet created.
+#: Interface ``external_ids`` key marking the ports kumonet created.
 #: Reconciliation removes only ports carrying it; everything else (VIFs plugged by
 #: Nova/os-vif, ports an operator added) is never touched.
 OWNER_KEY = "kumonet-owned"
