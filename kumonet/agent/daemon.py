@@ -121,6 +121,7 @@ class Agent:
                 )
                 tasks.create_task(self._ovsdb_events(), name="ovsdb events")
                 tasks.create_task(self._reconcile_loop(), name="reconcile")
+                tasks.create_task(self._switch_restarts(), name="switch restarts")
         finally:
             await self.channel.stop()
 
@@ -189,6 +190,17 @@ class Agent:
             # Drain what else is queued: one pass handles them all.
             while not self.ovsdb.port_events.empty():
                 self.ovsdb.port_events.get_nowait()
+            self._dirty.set()
+
+    async def _switch_restarts(self) -> None:
+        """Flows live in ovs-vswitchd's memory: when it restarts (the packet-in
+        channel reconnects), forget what we believed installed and push again."""
+        generation = 1
+        while True:
+            await self.channel.wait_ready(generation=generation + 1)
+            generation = self.channel.generation
+            LOG.warning("ovs-vswitchd reconnected (generation %d): re-pushing flows", generation)
+            self._installed.clear()
             self._dirty.set()
 
     # -- reconciliation -----------------------------------------------------
