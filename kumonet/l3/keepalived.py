@@ -1,0 +1,164 @@
+"""One keepalived per HA router, run inside the router's namespace.
+
+Each router has its own configuration file, pid files and notify FIFO under the
+agent's state path (``KeepalivedFiles``). keepalived daemonises, so it outlives
+an agent restart; a restarted agent finds it by its pid file and leaves it
+alone unless the configuration changed, and then only reloads it (SIGHUP keeps
+the VRRP state): restarting the master's keepalived would cause a failover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from kumonet.l3.command import in_namespace, run
+from kumonet.l3.plan import KeepalivedFiles
+
+KEEPALIVED = "keepalived"
+
+
+class KeepalivedError(RuntimeError):
+    pass
+
+
+class KeepalivedAction(Enum):
+    STARTED = "started"
+    RELOADED = "reloaded"
+    UNCHANGED = "unchanged"
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X")
+
+
+@dataclass(frozen=True, slots=True)
+class KeepalivedProcess:
+    """keepalived for one router: ``files`` under the state path, in ``namespace``."""
+
+    files: KeepalivedFiles
+    namespace: str
+
+    def _owned_pid(self, pidfile: Path) -> int | None:
+        # A pid file can outlive its process and the pid be reused: the process
+        # must be keepalived running our configuration file.
+        pid = _read_pid(pidfile)
+        if pid is None or _is_zombie(pid):
+            return None
+        argv = _cmdline(pid)
+        if not argv or Path(argv[0]).name != KEEPALIVED or str(self.files.config) not in argv:
+            return None
+        return pid
+
+    @property
+    def pid(self) -> int | None:
+        """The parent process, if running."""
+        return self._owned_pid(self.files.pid)
+
+    @property
+    def vrrp_pid(self) -> int | None:
+        """The VRRP child (the one sending adverts), if running."""
+        return self._owned_pid(self.files.vrrp_pid)
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def _argv(self) -> list[str]:
+        return [
+            KEEPALIVED,
+            f"--use-file={self.files.config}",
+            f"--pid={self.files.pid}",
+            f"--vrrp_pid={self.files.vrrp_pid}",
+            "--vrrp",
+            "--no-syslog",
+        ]
+
+    async def ensure(self, config: str) -> KeepalivedAction:
+        """Run keepalived with ``config``: start it, reload it if the text changed,
+        or do nothing (the common case on an agent restart)."""
+        self.files.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            current = self.files.config.read_text()
+        except FileNotFoundError:
+            current = None
+        pid = self.pid
+        if pid is not None and current == config:
+            return KeepalivedAction.UNCHANGED
+        _write_atomically(self.files.config, config)
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
+            return KeepalivedAction.RELOADED
+        await self._check_config()
+        await run(in_namespace(self.namespace, self._argv()))
+        await self._wait_for(lambda: self.pid is not None and self.vrrp_pid is not None, "start")
+        return KeepalivedAction.STARTED
+
+    async def _check_config(self) -> None:
+        result = await run(
+            [KEEPALIVED, f"--config-test={os.devnull}", f"--use-file={self.files.config}"],
+            check=False,
+        )
+        if not result.ok:
+            raise KeepalivedError(
+                f"keepalived rejects {self.files.config}: {result.stderr.strip()}"
+            )
+
+    async def stop(self, *, grace: float = 5.0) -> None:
+        """Stop it cleanly: on SIGTERM the master sends a priority-0 advert, so a
+        backup takes over at once instead of after the master-down interval."""
+        pids = [p for p in (self.pid, self.vrrp_pid) if p is not None]
+        if pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pids[0], signal.SIGTERM)
+            try:
+                await self._wait_for(
+                    lambda: self.pid is None and self.vrrp_pid is None, "stop", time_limit=grace
+                )
+            except KeepalivedError:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        for path in (self.files.pid, self.files.vrrp_pid):
+            path.unlink(missing_ok=True)
+
+    async def _wait_for(
+        self, done: Callable[[], bool], what: str, *, time_limit: float = 10.0
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + time_limit
+        while not done():
+            if loop.time() > deadline:
+                raise KeepalivedError(f"keepalived for {self.namespace} did not {what}")
+            await asyncio.sleep(0.01)
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)

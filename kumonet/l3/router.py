@@ -1,0 +1,234 @@
+"""The L3 host: turns router intents into router namespaces, and back into nothing.
+
+`L3Host` is what the agent calls. ``apply`` plans a router purely and then
+reconciles, in dependency order, namespace → sysctls → interfaces → addresses →
+routes → nftables → keepalived, diffing each step against what is there, so
+applying an unchanged intent changes nothing (and never restarts keepalived).
+``reconcile`` does this for every wanted router and removes routers whose
+namespaces, keepalived processes or OVS ports exist but are no longer wanted.
+
+    async with L3Host(settings, OvsVethDriver("unix:/run/openvswitch/db.sock"),
+                      on_ha_state=report) as l3:
+        await l3.reconcile(intents)        # on start, and after a re-list
+        await l3.apply(intent)             # on a router change
+        await l3.remove(router_id)         # on a router unscheduled or deleted
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from kumonet.l3.ha_state import HaStateCallback, HaStateWatcher, RouterHAState
+from kumonet.l3.intent import RouterIntent
+from kumonet.l3.interface import InterfaceDriver
+from kumonet.l3.keepalived import KeepalivedAction, KeepalivedProcess
+from kumonet.l3.namespace import (
+    RouterNamespace,
+    delete_namespace,
+    ensure_namespace,
+    list_namespaces,
+)
+from kumonet.l3.plan import (
+    KeepalivedFiles,
+    L3Settings,
+    RouterPlan,
+    namespace_name,
+    plan_router,
+    router_id_of_namespace,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyReport:
+    """What one ``apply`` changed (for logs and tests: a re-apply changes nothing)."""
+
+    plan: RouterPlan
+    namespace_created: bool
+    interfaces_plugged: tuple[str, ...]
+    interfaces_unplugged: tuple[str, ...]
+    addresses_changed: int
+    routes_changed: int
+    nft_replaced: bool
+    keepalived: KeepalivedAction | None
+
+    @property
+    def changed(self) -> bool:
+        return bool(
+            self.namespace_created
+            or self.interfaces_plugged
+            or self.interfaces_unplugged
+            or self.addresses_changed
+            or self.routes_changed
+            or self.nft_replaced
+            or self.keepalived not in (None, KeepalivedAction.UNCHANGED)
+        )
+
+
+class L3Host:
+    """The routers of one L3 host. ``on_ha_state(router_id, state)`` is called on
+    every VRRP transition of an HA router hosted here (the agent forwards it to
+    ``PUT /v1/agent/routers/{id}/ha_state``)."""
+
+    def __init__(
+        self, settings: L3Settings, driver: InterfaceDriver, *, on_ha_state: HaStateCallback
+    ) -> None:
+        self.settings = settings
+        self.driver = driver
+        self._on_ha_state = on_ha_state
+        self._watcher: HaStateWatcher | None = None
+
+    async def __aenter__(self) -> L3Host:
+        self._watcher = HaStateWatcher(self._on_ha_state)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        # Routers keep running without the agent; only the watching stops.
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
+    @property
+    def watcher(self) -> HaStateWatcher:
+        if self._watcher is None:
+            raise RuntimeError("L3Host used outside `async with`")
+        return self._watcher
+
+    def ha_state(self, router_id: str) -> RouterHAState | None:
+        """The last state keepalived reported for the router on this host."""
+        return self.watcher.states.get(router_id)
+
+    def keepalived(self, router_id: str) -> KeepalivedProcess:
+        return KeepalivedProcess(
+            KeepalivedFiles(self.settings.router_dir(router_id)),
+            namespace_name(router_id, self.settings.namespace_prefix),
+        )
+
+    def plan(self, intent: RouterIntent) -> RouterPlan:
+        return plan_router(intent, self.settings)
+
+    async def apply(self, intent: RouterIntent) -> ApplyReport:
+        plan = self.plan(intent)
+        created = await ensure_namespace(plan.namespace)
+        ns = RouterNamespace(plan.namespace)
+        if created:
+            await ns.set_sysctls(plan.sysctls)
+
+        # Interfaces: plug the wanted ones, unplug the router's other ones.
+        links = await ns.links()
+        on_bridge = set((await self.driver.router_ports()).get(plan.router_id, []))
+        plugged = []
+        for interface in plan.interfaces:
+            present = links.get(interface.name)
+            needs_fix = present is None or (
+                present.mac.lower() != interface.mac.lower()
+                or present.mtu != interface.mtu
+                or not present.up
+            )
+            if needs_fix or interface.port_id not in on_bridge:
+                await self.driver.plug(plan.namespace, interface, plan.router_id, present)
+                plugged.append(interface.name)
+        wanted_names = {i.name for i in plan.interfaces}
+        stale = sorted(
+            name for name in links if name not in wanted_names and name[:3] in ("qr-", "qg-", "ha-")
+        )
+        unplugged = []
+        for name in stale:
+            await ns.batch([f"link del {name}"])
+            unplugged.append(name)
+        wanted_ports = {i.port_id for i in plan.interfaces}
+        for port_id in sorted(on_bridge):
+            if port_id not in wanted_ports:
+                await self.driver.unplug(port_id)
+
+        # Addresses: the static ones exactly; keepalived's are left to keepalived.
+        added, removed = await ns.sync_addresses(
+            plan.addresses, devices=wanted_names, keep=plan.virtual_addresses
+        )
+        routes_changed = 0
+        if not plan.is_ha:
+            route_add, route_del = await ns.sync_routes(plan.routes)
+            routes_changed = len(route_add) + len(route_del)
+
+        # NAT: replaced atomically when the text differs from the one recorded.
+        nft_replaced = await self._sync_nft(plan, ns)
+
+        action: KeepalivedAction | None = None
+        if plan.keepalived_conf is not None and plan.keepalived_files is not None:
+            self.watcher.add(plan.router_id, plan.keepalived_files)
+            action = await self.keepalived(plan.router_id).ensure(plan.keepalived_conf)
+        else:
+            # A router that stopped being HA keeps no keepalived.
+            await self._stop_keepalived(plan.router_id)
+
+        return ApplyReport(
+            plan=plan,
+            namespace_created=created,
+            interfaces_plugged=tuple(plugged),
+            interfaces_unplugged=tuple(unplugged),
+            addresses_changed=len(added) + len(removed),
+            routes_changed=routes_changed,
+            nft_replaced=nft_replaced,
+            keepalived=action,
+        )
+
+    def _nft_record(self, router_id: str) -> Path:
+        return self.settings.router_dir(router_id) / "nftables.conf"
+
+    async def _sync_nft(self, plan: RouterPlan, ns: RouterNamespace) -> bool:
+        record = self._nft_record(plan.router_id)
+        try:
+            applied = record.read_text()
+        except FileNotFoundError:
+            applied = None
+        # The record says what we loaded; the table's existence that it is still there
+        # (a namespace re-created behind our back starts empty).
+        if applied == plan.nft_ruleset and await ns.nft_table() is not None:
+            return False
+        await ns.replace_nft_table(plan.nft_ruleset)
+        record.parent.mkdir(parents=True, exist_ok=True)
+        record.write_text(plan.nft_ruleset)
+        return True
+
+    async def _stop_keepalived(self, router_id: str) -> None:
+        process = self.keepalived(router_id)
+        if process.running or process.vrrp_pid is not None:
+            await process.stop()
+        if self._watcher is not None:
+            self._watcher.remove(router_id)
+
+    async def remove(self, router_id: str) -> None:
+        """Remove everything of the router on this host (idempotent)."""
+        await self._stop_keepalived(router_id)
+        namespace = namespace_name(router_id, self.settings.namespace_prefix)
+        await delete_namespace(namespace)
+        for port_id in (await self.driver.router_ports()).get(router_id, []):
+            await self.driver.unplug(port_id)
+        shutil.rmtree(self.settings.router_dir(router_id), ignore_errors=True)
+
+    def present_routers(self) -> set[str]:
+        """Routers with a namespace or a state directory on this host."""
+        found = {
+            rid
+            for ns in list_namespaces()
+            if (rid := router_id_of_namespace(ns, self.settings.namespace_prefix)) is not None
+        }
+        confs = self.settings.state_path / "ha_confs"
+        if confs.is_dir():
+            found.update(p.name for p in confs.iterdir() if p.is_dir())
+        return found
+
+    async def reconcile(self, wanted: Iterable[RouterIntent]) -> dict[str, ApplyReport]:
+        """Make this host's routers exactly ``wanted``: apply each, remove the rest
+        (namespaces, keepalived processes, OVS ports). Running routers that are
+        still wanted are not disturbed."""
+        intents = {intent.id: intent for intent in wanted}
+        present = self.present_routers() | set(await self.driver.router_ports())
+        for router_id in sorted(present - intents.keys()):
+            await self.remove(router_id)
+        reports = {}
+        for router_id, intent in sorted(intents.items()):
+            reports[router_id] = await self.apply(intent)
+        return reports
