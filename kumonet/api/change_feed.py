@@ -9,10 +9,12 @@ of pre-encoded events) or parks on one shared :class:`asyncio.Event` until
 the next change, so a waiting agent costs a parked coroutine and nothing
 more.
 
-The buffer is the server's window of history: a request for a revision
-older than the buffer's floor (events dropped to bound memory, or older than
-the feed itself) gets :class:`FeedGone` and the agent re-snapshots, exactly
-as after an etcd compaction.
+The buffer is the server's window of history: a feed starts by replaying
+the last ``backfill`` revisions (so agents resume across a server restart or
+a move to another server), and a request for a revision older than the
+buffer's floor (compacted in the store, older than the replay, or events
+dropped to bound memory) gets :class:`FeedGone` and the agent re-snapshots,
+exactly as after an etcd compaction.
 
 Events of one revision (one transaction) are appended without yielding to
 the event loop in between (both backends deliver a revision's events
@@ -41,6 +43,8 @@ from kumonet.store.contract import (
 log = logging.getLogger(__name__)
 
 DEFAULT_BUFFER_EVENTS = 20000
+# Revisions of history a feed replays when it starts.
+DEFAULT_BACKFILL_REVISIONS = 10000
 # A key is shown to agents when this holds (bookkeeping keys are not).
 KeyFilter = Callable[[str], bool]
 
@@ -93,9 +97,11 @@ class ChangeFeed:
     ``buffer_events`` of them kept."""
 
     def __init__(self, store: Store, prefix: str, *, shown: KeyFilter = lambda _k: True,
-                 buffer_events: int = DEFAULT_BUFFER_EVENTS) -> None:
+                 buffer_events: int = DEFAULT_BUFFER_EVENTS,
+                 backfill: int = DEFAULT_BACKFILL_REVISIONS) -> None:
         self.store = store
         self.prefix = prefix
+        self.backfill = backfill
         self.shown = shown
         self.buffer_events = buffer_events
         self._entries: list[_Entry] = []
@@ -136,16 +142,22 @@ class ChangeFeed:
 
     async def _run(self) -> None:
         try:
+            # Start a little in the past: an agent that last polled another
+            # server (or this one before a restart) resumes from its revision
+            # instead of re-snapshotting. Replay needs no end marker: a
+            # request for a revision not replayed yet simply waits for it.
+            head = await self.store.revision()
+            start = max(1, head + 1 - self.backfill)
             while True:
-                start = await self.store.revision() + 1
                 self._reset(start)
                 try:
                     await self._follow(start)
-                except CompactedError:
-                    # Fell so far behind that the store forgot what we had
-                    # not read yet: start over; waiters behind get FeedGone.
-                    log.warning("change feed %s fell behind compaction; restarting",
-                                self.prefix)
+                except CompactedError as error:
+                    # The store forgot part of what we had not read yet: start
+                    # over from what it still has; waiters behind get FeedGone.
+                    log.info("change feed %s restarts at compacted revision %d",
+                             self.prefix, error.compact_revision)
+                    start = max(error.compact_revision, start + 1)
         except asyncio.CancelledError:
             raise
         except BaseException as error:
@@ -259,8 +271,10 @@ class ChangeFeeds:
     (filtered), so sub-prefixes never add store watches."""
 
     def __init__(self, store: Store, roots: Sequence[str], *, shown: KeyFilter = lambda _k: True,
-                 buffer_events: int = DEFAULT_BUFFER_EVENTS) -> None:
-        self.feeds = {root: ChangeFeed(store, root, shown=shown, buffer_events=buffer_events)
+                 buffer_events: int = DEFAULT_BUFFER_EVENTS,
+                 backfill: int = DEFAULT_BACKFILL_REVISIONS) -> None:
+        self.feeds = {root: ChangeFeed(store, root, shown=shown, buffer_events=buffer_events,
+                                       backfill=backfill)
                       for root in roots}
 
     def root_of(self, prefix: str) -> ChangeFeed | None:

@@ -220,14 +220,30 @@ async def test_bookkeeping_keys_are_not_shown_to_agents(cloud: Cloud) -> None:
     assert {e["key"].split("/")[3] for e in batch["events"]} == {"ports"}
 
 
-async def test_revision_older_than_the_feed_is_gone(cloud: Cloud) -> None:
-    await _network(cloud.api)
+async def test_compacted_revision_is_gone(cloud: Cloud) -> None:
+    for name in ("a", "b", "c"):
+        await _network(cloud.api, name)
+    compacted = await cloud.store.revision()
+    await cloud.store.compact(compacted)
     snap = await cloud.snapshot("/config/neutron/")
     status, body = await cloud.watch("/config/neutron/", 1, wait=0)
     assert status == 410
-    assert body["compact_revision"] == snap["revision"] + 1
+    assert body["compact_revision"] == compacted
     status, body = await cloud.watch("/config/neutron/", snap["revision"] + 1, wait=0)
     assert (status, body) == (200, {"revision": snap["revision"], "events": []})
+
+
+async def test_a_poll_from_before_the_servers_start_resumes(
+        tmp_path: Path, server_config: ServerConfig) -> None:
+    async for first in _open(tmp_path, server_config):
+        revision = (await first.snapshot("/config/neutron/"))["revision"] + 1
+        await _network(first.api, "before-restart")
+    async for second in _open(tmp_path, server_config):
+        await _network(second.api, "after-restart")
+        status, batch = await second.watch("/config/neutron/networks/", revision, wait=0)
+        assert status == 200, batch
+        assert [e["value"]["name"] for e in batch["events"]] == ["before-restart",
+                                                                 "after-restart"]
 
 
 async def test_many_long_polls_share_one_store_watch(tmp_path: Path,

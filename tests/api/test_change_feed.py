@@ -32,7 +32,7 @@ def _events(batch: Batch) -> list[dict[str, object]]:
 async def test_batch_never_splits_a_transaction(store: Store) -> None:
     feed = ChangeFeed(store, PREFIX)
     await feed.start()
-    start = feed.revision + 1
+    start = await store.revision() + 1
     await store.txn([], [Put(f"{PREFIX}a/{i}", b"{}") for i in range(3)])
     await store.put(f"{PREFIX}b", b'{"x": 1}')
     batch = await feed.changes(start, wait_seconds=5, limit=1)
@@ -48,7 +48,7 @@ async def test_batch_never_splits_a_transaction(store: Store) -> None:
 async def test_trimmed_buffer_answers_gone_below_its_floor(store: Store) -> None:
     feed = ChangeFeed(store, PREFIX, buffer_events=2)
     await feed.start()
-    start = feed.revision + 1
+    start = await store.revision() + 1
     for i in range(6):
         await store.put(f"{PREFIX}k{i}", b"{}")
     # Read to the end so that every write has reached the buffer.
@@ -66,7 +66,7 @@ async def test_trimmed_buffer_answers_gone_below_its_floor(store: Store) -> None
 async def test_deletes_and_plain_values(store: Store) -> None:
     feed = ChangeFeed(store, PREFIX, shown=lambda key: "/hidden/" not in key)
     await feed.start()
-    start = feed.revision + 1
+    start = await store.revision() + 1
     await store.put(f"{PREFIX}hidden/x", b"{}")
     await store.put(f"{PREFIX}ids/x", b"port-1")
     await store.delete(f"{PREFIX}ids/x")
@@ -79,13 +79,40 @@ async def test_deletes_and_plain_values(store: Store) -> None:
     await feed.close()
 
 
+async def test_a_new_feed_replays_recent_history(store: Store) -> None:
+    for i in range(4):
+        await store.put(f"{PREFIX}k{i}", b"{}")
+    head = await store.revision()
+    feed = ChangeFeed(store, PREFIX, backfill=2)
+    # Revisions head-1 and head are replayed; older ones are gone.
+    batch = await feed.changes(head - 1, wait_seconds=5)
+    assert [e["key"] for e in _events(batch)] == [f"{PREFIX}k2", f"{PREFIX}k3"]
+    with pytest.raises(FeedGone):
+        await feed.changes(head - 2, wait_seconds=0)
+    await feed.close()
+
+
+async def test_a_feed_starts_at_the_compacted_revision(store: Store) -> None:
+    for i in range(4):
+        await store.put(f"{PREFIX}k{i}", b"{}")
+    head = await store.revision()
+    await store.compact(head - 1)
+    feed = ChangeFeed(store, PREFIX)
+    batch = await feed.changes(head - 1, wait_seconds=5)
+    assert [e["key"] for e in _events(batch)] == [f"{PREFIX}k2", f"{PREFIX}k3"]
+    with pytest.raises(FeedGone) as gone:
+        await feed.changes(1, wait_seconds=0)
+    assert gone.value.floor == head - 1
+    await feed.close()
+
+
 async def test_close_answers_waiters(store: Store) -> None:
     feeds = ChangeFeeds(store, [PREFIX, "/operational/topology/"])
     feed = feeds.root_of("/config/neutron/ports/")
     assert feed is not None and feed.prefix == PREFIX
     assert feeds.root_of("/etc/") is None
     await feed.start()
-    waiter = asyncio.create_task(feed.changes(feed.revision + 1, wait_seconds=300))
+    waiter = asyncio.create_task(feed.changes(await store.revision() + 1, wait_seconds=300))
     await asyncio.sleep(0)
     await feeds.close()
     assert (await waiter).events == ()
@@ -94,7 +121,7 @@ async def test_close_answers_waiters(store: Store) -> None:
 async def test_sub_prefix_filter(store: Store) -> None:
     feed = ChangeFeed(store, PREFIX)
     await feed.start()
-    start = feed.revision + 1
+    start = await store.revision() + 1
     await store.put(f"{PREFIX}ports/p", b"{}")
     await store.put(f"{PREFIX}networks/n", b"{}")
     batch = await feed.changes(start, key_prefix=f"{PREFIX}networks/", wait_seconds=5)
