@@ -28,10 +28,10 @@ async def test_extensions_list_only_real_ones(api: Api) -> None:
     _, body = await api.call("GET", "/v2.0/extensions")
     aliases = {e["alias"] for e in body["extensions"]}
     assert {"provider", "external-net", "binding", "port-security", "net-mtu"} <= aliases
-    assert "router" not in aliases and "security-group" not in aliases
+    assert "qos" not in aliases and "trunk" not in aliases
     status, body = await api.call("GET", "/v2.0/extensions/provider")
     assert status == 200 and body["extension"]["alias"] == "provider"
-    status, _ = await api.call("GET", "/v2.0/extensions/router")
+    status, _ = await api.call("GET", "/v2.0/extensions/qos")
     assert status == 404
 
 
