@@ -23,8 +23,15 @@ from kumonet.api.hosts import HostRegistry
 from kumonet.api.ipam import AddressHints
 from kumonet.api.neutron.agents import AGENT_EXTENSIONS, Agents, L3Scheduling
 from kumonet.api.neutron.extensions import CORE_EXTENSIONS
+from kumonet.api.neutron.floatingips import FloatingIPs
 from kumonet.api.neutron.networks import Networks
 from kumonet.api.neutron.ports import Ports
+from kumonet.api.neutron.routers import ROUTER_EXTENSIONS, Routers
+from kumonet.api.neutron.security_groups import (
+    SECURITY_GROUP_EXTENSIONS,
+    SecurityGroupRules,
+    SecurityGroups,
+)
 from kumonet.api.neutron.subnets import Subnets
 from kumonet.store.contract import Store, StoreError
 
@@ -40,12 +47,20 @@ def build_api(context: ApiContext) -> ApiParts:
     hints = AddressHints(context.store)
     networks = Networks(context, hints)
     subnets = Subnets(context, hints, networks)
-    ports = Ports(context, hints, networks, subnets)
+    security_groups = SecurityGroups(context)
+    ports = Ports(context, hints, networks, subnets, security_groups)
+    routers = Routers(context, networks, subnets, ports)
+    floatingips = FloatingIPs(context, networks, ports, routers)
+    ports.delete_hooks += [routers, floatingips]
     hosts = HostRegistry(context)
     agents = Agents(context.store, hosts)
-    return ApiParts(resources=[networks, subnets, ports, agents],
-                    extensions=[*CORE_EXTENSIONS, *AGENT_EXTENSIONS],
-                    routes=[L3Scheduling(context.store, agents), AgentSync(context, hosts, ports)])
+    return ApiParts(resources=[networks, subnets, ports, agents, security_groups,
+                               SecurityGroupRules(context, security_groups), routers,
+                               floatingips],
+                    extensions=[*CORE_EXTENSIONS, *AGENT_EXTENSIONS,
+                                *SECURITY_GROUP_EXTENSIONS, *ROUTER_EXTENSIONS],
+                    routes=[L3Scheduling(context.store, agents), AgentSync(context, hosts, ports),
+                            routers])
 
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
