@@ -207,7 +207,7 @@ class AgentSync:
                 "type": "RevisionCompacted", "detail": "",
                 "message": f"Revision {since} is compacted; re-snapshot."},
                 "compact_revision": gone.floor}, status=410)
-        return web.Response(body=batch.body(), content_type="application/json")
+        return web.Response(body=batch.body, content_type="application/json")
 
     async def register(self, request: web.Request) -> web.Response:
         _require_admin(request)

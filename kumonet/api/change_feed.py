@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,7 +74,7 @@ def encode_event(event: WatchEvent) -> bytes:
                          "value": None if deleted else decode_value(event.kv.value)})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Batch:
     """What a long-poll answers: events (pre-encoded JSON) and the revision
     to resume after (the next request asks for ``revision + 1``)."""
@@ -81,7 +82,9 @@ class Batch:
     revision: int
     events: Sequence[bytes]
 
+    @functools.cached_property
     def body(self) -> bytes:
+        # Cached: the pollers woken by one change share one batch.
         return b'{"revision":%d,"events":[%s]}' % (self.revision, b",".join(self.events))
 
 
@@ -115,6 +118,9 @@ class ChangeFeed:
         self._ready = asyncio.Event()
         self._failure: BaseException | None = None
         self._closed = False
+        # The last batch built, with what it was built from: pollers that
+        # ask the same question after one change get the same answer object.
+        self._last: tuple[tuple[object, ...], Batch | None] | None = None
 
     @property
     def running(self) -> bool:
@@ -209,6 +215,15 @@ class ChangeFeed:
         self._changed = asyncio.Event()
 
     def _collect(self, since: int, key_prefix: str, limit: int) -> Batch | None:
+        question = (since, key_prefix, limit, self.revision, self.floor, len(self._entries))
+        last = self._last
+        if last is not None and last[0] == question:
+            return last[1]
+        batch = self._build(since, key_prefix, limit)
+        self._last = (question, batch)
+        return batch
+
+    def _build(self, since: int, key_prefix: str, limit: int) -> Batch | None:
         start = bisect.bisect_left(self._revisions, since)
         if start >= len(self._entries):
             return None
