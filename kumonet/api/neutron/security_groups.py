@@ -63,9 +63,10 @@ class SecurityGroups(ResourceBase):
 
     async def visibility(self, identity: Identity) -> Visible:
         # Neutron creates a project's default group when the project first
-        # looks at its groups; every list/show passes through here.
-        if identity.project_id is not None:
-            await self.ensure_default(identity.project_id)
+        # looks at its groups; every list/show passes through here. The
+        # noauth admin's own resources have the empty project (see
+        # resolve_project), so it gets a default group like any project.
+        await self.ensure_default(identity.project_id or "")
         return await super().visibility(identity)
 
     def _rule_resources(self, group: Resource, rules: list[dict[str, Any]]
