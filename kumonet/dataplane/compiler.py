@@ -27,6 +27,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
+from functools import partial
 
 from kumonet.dataplane.flow import (
     ETH_ARP,
@@ -51,6 +52,7 @@ from kumonet.dataplane.intent import (
     Intent,
     Network,
     Port,
+    SecurityGroup,
     network_key,
     tunnel_port_name,
 )
@@ -62,6 +64,22 @@ from kumonet.dataplane.pipeline import (
     OUT_PORT,
     PROVIDER_PIPELINE,
     Pipeline,
+)
+from kumonet.dataplane.security_group import (
+    ACL_OFF,
+    acl_host_flows,
+    acl_mode,
+    check_unique,
+    conjunction_id,
+    egress_flag,
+    group_flows,
+    group_key,
+    group_members,
+    ingress_flag,
+    member_flow,
+    port_dispatch_flows,
+    remote_references,
+    set_flag,
 )
 
 # A unit builder: makes the flows of one compilation unit when it is not reused.
@@ -169,6 +187,7 @@ def diff_flows(desired: Mapping[int, Flow], installed_cookies: Iterable[int]) ->
 class _LocalPort:
     port: Port
     ofport: int
+    acl: str = ACL_OFF  # how its security groups filter it (security_group.acl_mode)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +196,7 @@ class _NetworkView:
 
     network: Network
     key: int
-    local: tuple[tuple[int, bool], ...]  # (ofport, port security) of local ports
+    local: tuple[tuple[int, bool, int], ...]  # (ofport, port security, ACL flag) of local ports
     flood_tunnels: tuple[int, ...]  # tunnel ofports of remote hosts with ports here
     unknown_tunnels: tuple[int, ...]  # those whose remote ports have port security off
     patch_ofport: int | None
@@ -217,7 +236,10 @@ class PlanCompiler:
                 if ofport is None:
                     notes.append(f"port {port.id}: bound here but not plugged (no ofport)")
                 elif port.admin_state_up:
-                    local_by_net.setdefault(port.network_id, []).append(_LocalPort(port, ofport))
+                    mode = acl_mode(port, intent.security_groups)
+                    local_by_net.setdefault(port.network_id, []).append(
+                        _LocalPort(port, ofport, mode)
+                    )
             else:
                 remote_by_net.setdefault(port.network_id, []).append(port)
 
@@ -252,7 +274,10 @@ class PlanCompiler:
             view = _NetworkView(
                 network=network,
                 key=key,
-                local=tuple((lp.ofport, lp.port.enforces_port_security) for lp in locals_),
+                local=tuple(
+                    (lp.ofport, lp.port.enforces_port_security, ingress_flag(lp.acl))
+                    for lp in locals_
+                ),
                 flood_tunnels=tuple(sorted(flood)),
                 unknown_tunnels=tuple(sorted(unknown)),
                 patch_ofport=(
@@ -263,6 +288,10 @@ class PlanCompiler:
                 dhcp=network_id in dhcp_networks,
             )
             unit_flows.append(unit(("network", view), self._network_unit(view)))
+        filtered = [
+            local for locals_ in local_by_net.values() for local in locals_ if local.acl != ACL_OFF
+        ]
+        unit_flows += self._security_group_units(intent, filtered, unit, notes)
 
         integration: dict[int, Flow] = {}
         keys: dict[tuple[int, int, tuple[tuple[str, str], ...]], Flow] = {}
@@ -290,6 +319,70 @@ class PlanCompiler:
         )
 
     # ---------------------------------------------------------------- units
+
+    def _security_group_units(
+        self,
+        intent: Intent,
+        filtered: list[_LocalPort],
+        unit: Callable[[Hashable, _Builder], tuple[Flow, ...]],
+        notes: list[str],
+    ) -> list[tuple[Flow, ...]]:
+        """The ACL units: one per filtered port (its groups), one per group in use
+        here (its rules), one per member address of each remote group those
+        rules name (so a member joining touches one unit per referencing group)."""
+        p = self._pipeline
+        found: list[tuple[Flow, ...]] = []
+        keys: dict[int, str] = {}
+        used: dict[str, SecurityGroup] = {}
+        for local in filtered:
+            port_keys = []
+            for group_id in local.port.security_groups:
+                key = group_key(group_id)
+                check_unique("security group", keys, key, group_id)
+                port_keys.append(key)
+                group = intent.security_groups.get(group_id)
+                if group is None:
+                    notes.append(f"port {local.port.id}: security group {group_id} unknown")
+                else:
+                    used[group_id] = group
+            dispatch = tuple(port_keys)
+            found.append(
+                unit(
+                    ("acl-port", local.ofport, dispatch),
+                    partial(port_dispatch_flows, p, local.ofport, dispatch),
+                )
+            )
+        if not used:
+            return found
+        members = group_members(intent)
+        conj_keys: dict[int, str] = {}
+        for group_id in sorted(used):
+            group = used[group_id]
+            key = group_key(group_id)
+
+            def build(group: SecurityGroup = group) -> tuple[Flow, ...]:
+                flows, rule_notes = group_flows(p, group)
+                notes.extend(rule_notes)
+                return flows
+
+            found.append(unit(("acl-group", group), build))
+            # address → conjunctions it belongs to, per direction
+            dimension: dict[tuple[str, str], list[int]] = {}
+            for (direction, remote_id), versions in sorted(remote_references(group).items()):
+                conj = conjunction_id(direction, group_id, remote_id)
+                check_unique(f"{direction} conjunction", conj_keys, conj, f"{group_id}/{remote_id}")
+                for address in members.get(remote_id, ()):
+                    if (6 if ":" in address else 4) in versions:
+                        dimension.setdefault((direction, address), []).append(conj)
+            for (direction, address), conj_ids in dimension.items():
+                conj_tuple = tuple(sorted(conj_ids))
+                found.append(
+                    unit(
+                        ("acl-member", direction, key, address, conj_tuple),
+                        partial(_one, member_flow, p, direction, key, address, conj_tuple),
+                    )
+                )
+        return found
 
     def _remote_tunnel(  # noqa: PLR0917 - private helper, called once
         self,
@@ -320,6 +413,7 @@ class PlanCompiler:
             classify = p.table("classify")
             security = p.table("port_security")
             flows = p.miss_flows()
+            flows += acl_host_flows(p)
             flows.append(p.table("output").flow(100, actions=[OutputToField(OUT_PORT.field)]))
             for name, ofport in tunnels:
                 tunnel_type = name.split("-", 1)[0]
@@ -365,7 +459,14 @@ class PlanCompiler:
             port, ofport = local.port, local.ofport
             classify = p.table("classify")
             lookup = p.table("l2_lookup")
-            enter = [SetField(NETWORK.field, hex(key)), SetField(IN_PORT_KEY.field, str(ofport))]
+            enter: list[Action] = [
+                SetField(NETWORK.field, hex(key)),
+                SetField(IN_PORT_KEY.field, str(ofport)),
+            ]
+            to_port: list[Action] = [SetField(OUT_PORT.field, str(ofport))]
+            if local.acl != ACL_OFF:
+                enter.append(set_flag(egress_flag(local.acl)))
+                to_port.append(set_flag(ingress_flag(local.acl)))
             # VMs send untagged frames only: a tag would leak onto a provider network's
             # wire as another VLAN (OVN and Neutron drop them too).
             untagged: Match = {"in_port": ofport, "vlan_tci": UNTAGGED}
@@ -375,7 +476,7 @@ class PlanCompiler:
                     lookup.flow(
                         100,
                         {NETWORK.field: hex(key), "dl_dst": mac},
-                        [SetField(OUT_PORT.field, str(ofport)), lookup.goto("ingress_acl")],
+                        [*to_port, lookup.goto("ingress_ct")],
                     )
                 )
             if not port.enforces_port_security:
@@ -486,11 +587,14 @@ class PlanCompiler:
                 dhcp_client |= {NETWORK.field: key, "tp_src": 68, "tp_dst": 67}
                 flows.append(p.table("dhcp").flow(100, dhcp_client, [Controller()]))
 
-            def deliver(ofports: Iterable[int]) -> list[Action]:
-                return [
-                    Clone((SetField(OUT_PORT.field, str(ofport)), lookup.resubmit("ingress_acl")))
-                    for ofport in ofports
-                ]
+            def deliver(ports: Iterable[tuple[int, int]]) -> list[Action]:
+                actions: list[Action] = []
+                for ofport, flag in ports:
+                    inner: list[Action] = [SetField(OUT_PORT.field, str(ofport))]
+                    if flag:
+                        inner.append(set_flag(flag))
+                    actions.append(Clone((*inner, lookup.resubmit("ingress_ct"))))
+                return actions
 
             def leave(tunnels: tuple[int, ...]) -> list[Action]:
                 if network.is_tunneled and tunnels:
@@ -503,8 +607,8 @@ class PlanCompiler:
                     return [*push, Output(view.patch_ofport)]
                 return []
 
-            everyone = [ofport for ofport, _ in view.local]
-            unsecured = [ofport for ofport, secured in view.local if not secured]
+            everyone = [(ofport, flag) for ofport, _, flag in view.local]
+            unsecured = [(ofport, flag) for ofport, secured, flag in view.local if not secured]
             network_only: Match = {NETWORK.field: key}
             from_local: Match = {NETWORK.field: key, ORIGIN.field: ORIGIN_LOCAL}
             multicast: Match = {"dl_dst": MULTICAST_BIT}
@@ -519,6 +623,10 @@ class PlanCompiler:
             return tuple(flows)
 
         return build
+
+
+def _one(make: Callable[..., Flow], *args: object) -> tuple[Flow, ...]:
+    return (make(*args),)
 
 
 def _realisable_networks(intent: Intent, facts: HostFacts, notes: list[str]) -> dict[str, Network]:

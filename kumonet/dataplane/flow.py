@@ -15,6 +15,7 @@ which keeps compiling thousands of flows cheap.  The in-memory switch model
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -37,6 +38,7 @@ class FieldKind(Enum):
     MAC = "mac"
     IPV4 = "ipv4"
     IPV6 = "ipv6"
+    FLAGS = "flags"  # `+name-name` text over named bits (ct_state, tcp_flags)
 
 
 class PipelineError(ValueError):
@@ -72,6 +74,17 @@ def _fields(*specs: FieldSpec) -> dict[str, FieldSpec]:
     return {spec.name: spec for spec in specs}
 
 
+# Named bits of the FLAGS fields, as ovs-ofctl spells them.
+CT_STATE_BITS: dict[str, int] = {
+    "new": 0x01, "est": 0x02, "rel": 0x04, "rpl": 0x08,
+    "inv": 0x10, "trk": 0x20, "snat": 0x40, "dnat": 0x80,
+}  # fmt: skip
+TCP_FLAG_BITS: dict[str, int] = {
+    "fin": 0x001, "syn": 0x002, "rst": 0x004, "psh": 0x008, "ack": 0x010,
+    "urg": 0x020, "ece": 0x040, "cwr": 0x080, "ns": 0x100,
+}  # fmt: skip
+FLAG_BITS: dict[str, dict[str, int]] = {"ct_state": CT_STATE_BITS, "tcp_flags": TCP_FLAG_BITS}
+
 _IP_TYPES = (ETH_IPV4,)
 _L4_PROTOS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
 
@@ -80,11 +93,15 @@ _L4_PROTOS = (IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP)
 FIELDS: dict[str, FieldSpec] = _fields(
     FieldSpec("in_port", FieldKind.INT, 32),
     FieldSpec("metadata", FieldKind.INT, 64, writable=True),
+    FieldSpec("reg2", FieldKind.INT, 32, writable=True),
+    FieldSpec("reg3", FieldKind.INT, 32, writable=True),
     FieldSpec("reg4", FieldKind.INT, 32, writable=True),
     FieldSpec("reg5", FieldKind.INT, 32, writable=True),
     FieldSpec("reg6", FieldKind.INT, 32, writable=True),
     FieldSpec("reg7", FieldKind.INT, 32, writable=True),
     FieldSpec("tun_id", FieldKind.INT, 64, writable=True),
+    FieldSpec("ct_state", FieldKind.FLAGS, 32),
+    FieldSpec("conj_id", FieldKind.INT, 32),
     FieldSpec("dl_src", FieldKind.MAC, 48, writable=True),
     FieldSpec("dl_dst", FieldKind.MAC, 48, writable=True),
     FieldSpec("vlan_tci", FieldKind.INT, 16, writable=True),
@@ -100,11 +117,26 @@ FIELDS: dict[str, FieldSpec] = _fields(
     FieldSpec("arp_sha", FieldKind.MAC, 48, requires=("dl_type", (ETH_ARP,))),
     FieldSpec("tp_src", FieldKind.INT, 16, requires=("nw_proto", _L4_PROTOS)),
     FieldSpec("tp_dst", FieldKind.INT, 16, requires=("nw_proto", _L4_PROTOS)),
+    FieldSpec("tcp_flags", FieldKind.FLAGS, 12, requires=("nw_proto", (IPPROTO_TCP,))),
+    FieldSpec("icmp_type", FieldKind.INT, 8, requires=("nw_proto", (IPPROTO_ICMP,))),
+    FieldSpec("icmp_code", FieldKind.INT, 8, requires=("nw_proto", (IPPROTO_ICMP,))),
     FieldSpec("icmpv6_type", FieldKind.INT, 8, requires=("nw_proto", (IPPROTO_ICMPV6,))),
     FieldSpec("icmpv6_code", FieldKind.INT, 8, requires=("nw_proto", (IPPROTO_ICMPV6,))),
     FieldSpec("nd_target", FieldKind.IPV6, 128, requires=("icmpv6_type", (135, 136))),
 )
 _FIELD_RANK = {name: rank for rank, name in enumerate(FIELDS)}
+
+
+def parse_flags(name: str, text: str) -> tuple[int, int]:
+    """(value, mask) of a FLAGS match text: `+new+trk-est` → (0x21, 0x23)."""
+    bits = FLAG_BITS[name]
+    value = mask = 0
+    for sign, flag in re.findall(r"([+-])([a-z]+)", text):
+        bit = bits[flag]
+        mask |= bit
+        if sign == "+":
+            value |= bit
+    return value, mask
 
 
 def _int_value(text: str) -> int:
@@ -212,6 +244,38 @@ class Clone:
         return "clone(" + ",".join(action.render() for action in self.actions) + ")"
 
 
+@dataclass(frozen=True, slots=True)
+class Conntrack:
+    """Send the packet through connection tracking in the zone a register holds.
+
+    With `table`, the tracked packet continues there (a recirculation, with
+    `ct_state` filled in); with `commit`, the connection is remembered.
+    """
+
+    zone_field: str
+    commit: bool = False
+    table: Table | None = None
+
+    def render(self) -> str:
+        parts = ["commit"] if self.commit else []
+        if self.table is not None:
+            parts.append(f"table={self.table.number}")
+        parts.append(f"zone={_nxm(self.zone_field, '[0..15]')}")
+        return f"ct({','.join(parts)})"
+
+
+@dataclass(frozen=True, slots=True)
+class Conjunction:
+    """Dimension `clause` of `n_clauses` of the conjunctive match `id`."""
+
+    id: int
+    clause: int
+    n_clauses: int
+
+    def render(self) -> str:
+        return f"conjunction({self.id},{self.clause}/{self.n_clauses})"
+
+
 Action = (
     Output
     | OutputToField
@@ -223,12 +287,14 @@ Action = (
     | Goto
     | Resubmit
     | Clone
+    | Conntrack
+    | Conjunction
 )
 
 
-def _nxm(field_name: str) -> str:
+def _nxm(field_name: str, bits: str = "[]") -> str:
     if field_name.startswith("reg"):
-        return f"NXM_NX_REG{field_name[3:]}[]"
+        return f"NXM_NX_REG{field_name[3:]}{bits}"
     raise PipelineError(f"no NXM name known for {field_name}")
 
 

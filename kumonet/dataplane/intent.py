@@ -81,6 +81,7 @@ class Port:
     admin_state_up: bool = True
     device_owner: str = ""
     host: str = ""
+    security_groups: tuple[str, ...] = ()
 
     @property
     def is_trusted(self) -> bool:
@@ -91,6 +92,16 @@ class Port:
     @property
     def enforces_port_security(self) -> bool:
         return self.port_security_enabled and not self.is_trusted
+
+    def member_addresses(self) -> tuple[str, ...]:
+        """What a remote-group rule naming one of this port's groups matches: its
+        fixed IPs and its allowed address pairs (addresses or CIDRs), deduplicated."""
+        found: list[str] = []
+        for fixed in self.fixed_ips:
+            _append_new(found, _normalise_address(fixed.ip_address))
+        for pair in self.allowed_address_pairs:
+            _append_new(found, _normalise_address(pair.ip_address))
+        return tuple(found)
 
     def macs(self) -> tuple[str, ...]:
         """The MACs this port may send from: its own first, then the pairs', deduplicated."""
@@ -123,6 +134,47 @@ def _normalise_address(text: str) -> str:
     return str(net)
 
 
+DIRECTIONS = ("ingress", "egress")
+ETHERTYPES = ("IPv4", "IPv6")
+# IANA protocol names Neutron accepts in rules, with their numbers.
+PROTOCOL_NUMBERS: Mapping[str, int] = {
+    "ah": 51, "dccp": 33, "egp": 8, "esp": 50, "gre": 47, "hopopt": 0, "icmp": 1,
+    "igmp": 2, "ipip": 4, "ipv6-encap": 41, "ipv6-frag": 44, "ipv6-icmp": 58,
+    "icmpv6": 58, "ipv6-nonxt": 59, "ipv6-opts": 60, "ipv6-route": 43, "ospf": 89,
+    "pgm": 113, "rsvp": 46, "sctp": 132, "tcp": 6, "udp": 17, "udplite": 136, "vrrp": 112,
+}  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroupRule:
+    """One Neutron security group rule, normalised.
+
+    `protocol` is the IP protocol number (None: any); for ICMP and ICMPv6,
+    `port_range_min`/`port_range_max` are the ICMP type and code, as in the API.
+    An IPv6 rule for ICMP (1) means ICMPv6 (58), as Neutron's drivers read it.
+    """
+
+    id: str
+    direction: str  # "ingress" | "egress"
+    ethertype: str = "IPv4"  # "IPv4" | "IPv6"
+    protocol: int | None = None
+    port_range_min: int | None = None
+    port_range_max: int | None = None
+    remote_ip_prefix: str | None = None
+    remote_group_id: str | None = None
+
+    @property
+    def is_ipv6(self) -> bool:
+        return self.ethertype == "IPv6"
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityGroup:
+    id: str
+    rules: tuple[SecurityGroupRule, ...] = ()
+    stateful: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Host:
     name: str
@@ -137,6 +189,7 @@ class Intent:
     subnets: Mapping[str, Subnet] = field(default_factory=dict)
     ports: Mapping[str, Port] = field(default_factory=dict)
     hosts: Mapping[str, Host] = field(default_factory=dict)
+    security_groups: Mapping[str, SecurityGroup] = field(default_factory=dict)
 
     def subnets_of(self, network_id: str) -> list[Subnet]:
         return [s for s in self.subnets.values() if s.network_id == network_id]
@@ -229,6 +282,61 @@ def port_from_neutron(body: Mapping[str, Any]) -> Port:
         admin_state_up=bool(body.get("admin_state_up", True)),
         device_owner=body.get("device_owner") or "",
         host=body.get("binding:host_id") or "",
+        security_groups=tuple(body.get("security_groups") or ()),
+    )
+
+
+def protocol_number(value: Any, ethertype: str = "IPv4") -> int | None:
+    """A rule's protocol (name, number or number as text; None/"any" = any) as a number."""
+    if value is None:
+        return None
+    text = str(value).lower()
+    if text == "any":
+        return None
+    number = PROTOCOL_NUMBERS[text] if text in PROTOCOL_NUMBERS else int(text)
+    if not 0 <= number <= 255:
+        raise ValueError(f"protocol out of range: {value}")
+    if number == 1 and ethertype == "IPv6":
+        return 58
+    return number
+
+
+def security_group_rule_from_neutron(body: Mapping[str, Any]) -> SecurityGroupRule:
+    direction = body["direction"]
+    if direction not in DIRECTIONS:
+        raise ValueError(f"direction {direction!r}")
+    ethertype = body.get("ethertype") or "IPv4"
+    if ethertype not in ETHERTYPES:
+        raise ValueError(f"ethertype {ethertype!r}")
+    prefix = body.get("remote_ip_prefix")
+    if prefix is not None:
+        network = ipaddress.ip_network(prefix, strict=False)
+        if f"IPv{network.version}" != ethertype:
+            raise ValueError(f"remote_ip_prefix {prefix} is not {ethertype}")
+        prefix = str(network)
+    return SecurityGroupRule(
+        id=body["id"],
+        direction=direction,
+        ethertype=ethertype,
+        protocol=protocol_number(body.get("protocol"), ethertype),
+        port_range_min=_optional_int(body.get("port_range_min")),
+        port_range_max=_optional_int(body.get("port_range_max")),
+        remote_ip_prefix=prefix,
+        remote_group_id=body.get("remote_group_id"),
+    )
+
+
+def security_group_from_neutron(body: Mapping[str, Any]) -> SecurityGroup:
+    """A group from its stored Neutron JSON, which embeds its rules
+    (`security_group_rules`); rules are sorted by id, so the value does not
+    depend on the order they were added in."""
+    rules = sorted(
+        (security_group_rule_from_neutron(rule) for rule in body.get("security_group_rules") or ()),
+        key=lambda rule: rule.id,
+    )
+    stateful = body.get("stateful")
+    return SecurityGroup(
+        id=body["id"], rules=tuple(rules), stateful=True if stateful is None else bool(stateful)
     )
 
 
@@ -247,8 +355,10 @@ def from_neutron(
     subnets: Iterable[Mapping[str, Any]],
     ports: Iterable[Mapping[str, Any]],
     hosts: Mapping[str, str] | Iterable[Host] = (),
+    security_groups: Iterable[Mapping[str, Any]] = (),
 ) -> Intent:
-    """An `Intent` from Neutron API JSON (the `networks`/`subnets`/`ports` lists).
+    """An `Intent` from Neutron API JSON (the `networks`/`subnets`/`ports` lists
+    and `security_groups`, each with its `security_group_rules`).
 
     `hosts` maps host name → tunnel IP (or is a list of `Host`).
     """
@@ -260,4 +370,5 @@ def from_neutron(
         subnets={s.id: s for s in map(subnet_from_neutron, subnets)},
         ports={p.id: p for p in map(port_from_neutron, ports)},
         hosts={h.name: h for h in host_list},
+        security_groups={g.id: g for g in map(security_group_from_neutron, security_groups)},
     )

@@ -9,6 +9,16 @@ to the packet's own in_port is dropped, `clone` isolates changes, `resubmit`
 returns, registers and metadata start at zero.  Only the actions
 `kumonet.dataplane.flow` defines are modelled.  Idea from faucet's
 `clib/fakeoftable.py`.
+
+Conjunctive matches are looked up as OVS does: at each priority, a complete
+conjunction leads to a second lookup with `conj_id` set (ignoring conjunction
+flows); two equal-priority flows that both match are an error unless their
+actions are the same.  Connection tracking is a small `ConnectionTable`
+shared by the packets sent through one `OpenFlowTables`: `ct(table=N)` sets
+`ct_state` from it (new, established and reply, invalid for a SYN+ACK or
+SYN+FIN nothing opened, a bare mid-stream ACK picked up as new, as the
+userspace datapath does) and `ct(commit)` remembers the connection; a test
+may instead dictate the states, as `ofproto/trace --ct-next` does.
 """
 
 from __future__ import annotations
@@ -18,9 +28,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from kumonet.dataplane.flow import (
+    CT_STATE_BITS,
     FIELDS,
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_TCP,
+    TCP_FLAG_BITS,
     Action,
     Clone,
+    Conjunction,
+    Conntrack,
     Controller,
     FieldKind,
     Flow,
@@ -32,12 +49,15 @@ from kumonet.dataplane.flow import (
     PushVlan,
     Resubmit,
     SetField,
+    parse_flags,
 )
 
 Packet = dict[str, int]
 
 # Fields that describe the pipeline's state, not the packet on the wire.
-_PIPELINE_STATE = frozenset({"metadata", "reg4", "reg5", "reg6", "reg7"})
+_PIPELINE_STATE = frozenset(
+    {"metadata", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7", "ct_state", "ct_zone", "conj_id"}
+)
 _MAX_DEPTH = 64
 
 
@@ -55,6 +75,8 @@ def _parse(name: str, text: str) -> tuple[int, int]:
     if spec.kind is FieldKind.MAC:
         mask = _mac(mask_text) if mask_text else full
         return _mac(value_text), mask
+    if spec.kind is FieldKind.FLAGS:
+        return parse_flags(name, text)
     network = ipaddress.ip_network(text, strict=False)
     return int(network.network_address), int(network.netmask)
 
@@ -73,7 +95,71 @@ def _value(name: str, value: object) -> int:
         return _mac(text)
     if kind in (FieldKind.IPV4, FieldKind.IPV6):
         return int(ipaddress.ip_address(text))
+    if kind is FieldKind.FLAGS:
+        return sum(FLAG_NAMES[name][flag] for flag in text.replace("|", ",").split(",") if flag)
     return int(text, 0)
+
+
+# Packets may give flag fields by name: `tcp_flags="syn|ack"`, `ct_state="trk,est"`.
+FLAG_NAMES = {"ct_state": CT_STATE_BITS, "tcp_flags": TCP_FLAG_BITS}
+NEW, EST, REL, RPL, INV, TRK = (
+    CT_STATE_BITS[n] for n in ("new", "est", "rel", "rpl", "inv", "trk")
+)
+_SYN, _ACK, _FIN = TCP_FLAG_BITS["syn"], TCP_FLAG_BITS["ack"], TCP_FLAG_BITS["fin"]
+_ICMP_REPLY = {(IPPROTO_ICMP, 8): 0, (IPPROTO_ICMPV6, 128): 129}
+
+
+def ct_states(*states: str) -> list[int]:
+    """`ct_states("trk,est", "trk,new")`: states to dictate, one per `ct(table=)`."""
+    return [_value("ct_state", state) for state in states]
+
+
+@dataclass
+class ConnectionTable:
+    """A toy connection tracker: committed connections per zone, keyed by the
+    original direction's tuple, and whether a reply has been seen."""
+
+    connections: dict[tuple[int, ...], bool] = field(default_factory=dict)
+
+    @staticmethod
+    def _tuples(zone: int, packet: Mapping[str, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        ipv6 = packet.get("dl_type") == 0x86DD
+        src = packet.get("ipv6_src" if ipv6 else "nw_src", 0)
+        dst = packet.get("ipv6_dst" if ipv6 else "nw_dst", 0)
+        proto = packet.get("nw_proto", 0)
+        if proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
+            # An echo reply belongs to the request's connection (ids are not modelled).
+            kind = packet.get("icmpv6_type" if ipv6 else "icmp_type", 0)
+            reply_kind = _ICMP_REPLY.get((proto, kind))
+            request_kind = next((k for (p, k), r in _ICMP_REPLY.items() if p == proto
+                                 and r == kind), None)  # fmt: skip
+            if reply_kind is not None:
+                return (zone, proto, src, dst, kind), (zone, proto, dst, src, kind)
+            if request_kind is not None:
+                return (zone, proto, src, dst, kind), (zone, proto, dst, src, request_kind)
+            return (zone, proto, src, dst, kind), (zone, proto, dst, src, kind)
+        sport, dport = packet.get("tp_src", 0), packet.get("tp_dst", 0)
+        return (zone, proto, src, dst, sport, dport), (zone, proto, dst, src, dport, sport)
+
+    def state(self, zone: int, packet: Mapping[str, int]) -> int:
+        forward, backward = self._tuples(zone, packet)
+        if forward in self.connections:
+            return TRK | (EST if self.connections[forward] else NEW)
+        if backward in self.connections:
+            self.connections[backward] = True
+            return TRK | EST | RPL
+        flags = packet.get("tcp_flags", 0) if packet.get("nw_proto") == IPPROTO_TCP else 0
+        if flags & _SYN and flags & (_ACK | _FIN):
+            return TRK | INV
+        return TRK | NEW
+
+    def commit(self, zone: int, packet: Mapping[str, int]) -> None:
+        forward, backward = self._tuples(zone, packet)
+        if forward not in self.connections and backward not in self.connections:
+            self.connections[forward] = False
+
+    def zones(self) -> set[int]:
+        return {key[0] for key in self.connections}
 
 
 def make_packet(**fields: object) -> Packet:
@@ -132,7 +218,8 @@ class _Entry:
 class OpenFlowTables:
     """The flows of one bridge, indexed by table, ready to take packets."""
 
-    def __init__(self, flows: Iterable[Flow]) -> None:
+    def __init__(self, flows: Iterable[Flow], conntrack: ConnectionTable | None = None) -> None:
+        self.conntrack = conntrack if conntrack is not None else ConnectionTable()
         tables: dict[int, list[_Entry]] = {}
         for flow in flows:
             match = tuple((name, *_parse(name, text)) for name, text in flow.match)
@@ -142,29 +229,61 @@ class OpenFlowTables:
             entries.sort(key=lambda entry: -entry.priority)
         self._tables = tables
 
-    def process(self, packet: Mapping[str, int]) -> Verdict:
-        """Run a packet from table 0; `packet` must carry `in_port`."""
+    def process(self, packet: Mapping[str, int], ct_next: Iterable[int] = ()) -> Verdict:
+        """Run a packet from table 0; `packet` must carry `in_port`.
+
+        `ct_next` dictates the `ct_state` of each `ct(table=)` in turn (see
+        `ct_states`) instead of the modelled connection table.
+        """
         state: Packet = dict(packet)
         verdict = Verdict()
+        self._ct_next = list(ct_next)
         self._run_table(0, state, verdict, 0)
         return verdict
 
-    def send(self, **fields: object) -> Verdict:
-        return self.process(make_packet(**fields))
+    def send(self, ct_next: Iterable[int] = (), **fields: object) -> Verdict:
+        return self.process(make_packet(**fields), ct_next)
 
     def lookup(self, table: int, state: Mapping[str, int]) -> Flow | None:
-        hits: list[_Entry] = []
-        for entry in self._tables.get(table, ()):
-            if hits and entry.priority < hits[0].priority:
-                break
-            if all(
-                (state.get(name, 0) & mask) == (value & mask) for name, value, mask in entry.match
-            ):
-                hits.append(entry)
-        if len(hits) > 1:
-            bodies = " | ".join(hit.flow.body for hit in hits)
-            raise ModelError(f"ambiguous match in table {table}: {bodies}")
-        return hits[0].flow if hits else None
+        entries = self._tables.get(table, [])
+        index = 0
+        while index < len(entries):
+            priority = entries[index].priority
+            hits: list[_Entry] = []
+            clauses: dict[int, set[int]] = {}
+            sizes: dict[int, int] = {}
+            while index < len(entries) and entries[index].priority == priority:
+                entry = entries[index]
+                index += 1
+                if not _matches(entry, state):
+                    continue
+                conjunctions = [a for a in entry.flow.actions if isinstance(a, Conjunction)]
+                if not conjunctions:
+                    hits.append(entry)
+                for conj in conjunctions:
+                    clauses.setdefault(conj.id, set()).add(conj.clause)
+                    sizes[conj.id] = conj.n_clauses
+            complete = sorted(c for c, seen in clauses.items() if len(seen) == sizes[c])
+            found = [hit.flow for hit in hits]
+            for conj_id in complete:
+                target = self._conj_id_flow(table, {**state, "conj_id": conj_id})
+                if target is not None:
+                    found.append(target)
+            if found:
+                if any(flow.actions != found[0].actions for flow in found[1:]):
+                    bodies = " | ".join(flow.body for flow in found)
+                    raise ModelError(f"ambiguous match in table {table}: {bodies}")
+                return found[0]
+        return None
+
+    def _conj_id_flow(self, table: int, state: Mapping[str, int]) -> Flow | None:
+        """The lookup after a complete conjunction: conjunction flows do not take part."""
+        for entry in self._tables.get(table, []):
+            if any(isinstance(a, Conjunction) for a in entry.flow.actions):
+                continue
+            if _matches(entry, state):
+                return entry.flow
+        return None
 
     def _run_table(self, table: int, state: Packet, verdict: Verdict, depth: int) -> None:
         if depth > _MAX_DEPTH:
@@ -187,7 +306,27 @@ class OpenFlowTables:
             elif isinstance(action, Normal):
                 verdict.outputs.append(Delivery(-1, _wire(state)))
             elif isinstance(action, SetField):
-                state[action.field] = _value(action.field, action.value)
+                value_text, _, mask_text = action.value.partition("/")
+                value = _value(action.field, value_text)
+                if mask_text:
+                    mask = int(mask_text, 0)
+                    value = (state.get(action.field, 0) & ~mask) | (value & mask)
+                state[action.field] = value
+            elif isinstance(action, Conntrack):
+                zone = state.get(action.zone_field, 0) & 0xFFFF
+                if action.commit:
+                    self.conntrack.commit(zone, state)
+                if action.table is not None:
+                    if self._ct_next:
+                        ct_state = self._ct_next.pop(0)
+                    else:
+                        ct_state = self.conntrack.state(zone, state)
+                    state["ct_state"] = ct_state
+                    state["ct_zone"] = zone
+                    verdict.trace.append(f"ct(zone={zone}) → ct_state={ct_state:#x}")
+                    # The tracked packet continues there; nothing after ct(table=) runs on it.
+                    self._run_table(action.table.number, state, verdict, depth + 1)
+                    return
             elif isinstance(action, PushVlan):
                 if state.get("vlan_tci", 0) & 0x1000:
                     raise ModelError("the model keeps one VLAN tag only")
@@ -207,6 +346,10 @@ class OpenFlowTables:
             verdict.trace.append(f"output:{port} is the in_port: dropped, as OVS does")
             return
         verdict.outputs.append(Delivery(port, _wire(state)))
+
+
+def _matches(entry: _Entry, state: Mapping[str, int]) -> bool:
+    return all((state.get(name, 0) & mask) == (value & mask) for name, value, mask in entry.match)
 
 
 def _wire(state: Packet) -> dict[str, int]:

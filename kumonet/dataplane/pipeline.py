@@ -16,10 +16,18 @@ Packet walk (br-int):
               ├─ local port, port security off ──────────────────▶ dhcp
               ├─ tunnel port ─▶ tunnel_classify ─────────────────────────────▶ l2_lookup
               └─ provider patch port (+VLAN) ─────────────────────────────────▶ l2_lookup
-    dhcp ─▶ (DHCP client → controller) ─▶ egress_acl ─▶ l2_lookup
-    l2_lookup ─┬─ local destination ─▶ ingress_acl ─▶ output (reg7)
+    dhcp ─▶ (DHCP client → controller) ─▶ egress_ct ─▶ l2_lookup
+    egress_ct ─ filtered sender's IP ─▶ ct(zone=sender) ─▶ egress_acl
+        ├─ +inv, TCP +new without SYN ─▶ drop;  +est / +rel ─▶ l2_lookup
+        └─ +new: per group of the port: reg2=group, resubmit egress_rules (sets "allowed")
+           ─▶ egress_verdict: allowed ─▶ ct(commit) ─▶ l2_lookup, else drop
+    l2_lookup ─┬─ local destination ─▶ ingress_ct ─▶ (ingress_acl ... ingress_verdict) ─▶ output
                ├─ remote destination ─▶ tunnel port with tun_id / provider patch with VLAN
-               └─ broadcast/multicast/unknown ─▶ each local port via ingress_acl, tunnels, patch
+               └─ broadcast/multicast/unknown ─▶ each local port via ingress_ct, tunnels, patch
+
+Conntrack zones are per port: the low 16 bits of the port's ofport (reg5 for
+the sender, reg7 for the receiver), so no two ports of a host, whatever their
+networks and addresses, share connection state.
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ from kumonet.dataplane.flow import (
     FIELDS,
     Action,
     Clone,
+    Conjunction,
+    Conntrack,
     Controller,
     Flow,
     Goto,
@@ -71,6 +81,11 @@ class TableSpec:
     may_output: bool = False
     may_send_to_controller: bool = False
     may_change_vlan: bool = False
+    # The register whose low 16 bits are the conntrack zone of this table's ct
+    # actions; None: the table may not use conntrack.
+    ct_zone: str | None = None
+    # Whether flows may be dimensions of conjunctive matches (`conjunction`).
+    conjunctive: bool = False
     # DROP, or the name of a next table to go to when no flow matches.
     on_miss: str = DROP
 
@@ -118,6 +133,11 @@ class Table:
         if not 0 <= flow.priority <= 0xFFFF:
             raise PipelineError(f"priority out of range: {flow.priority}")
         actions = flow.actions
+        if any(type(action) is Conjunction for action in actions):
+            if not spec.conjunctive:
+                raise PipelineError(f"table {spec.name} has no conjunctive matches")
+            if not all(type(action) is Conjunction for action in actions):
+                raise PipelineError(f"conjunction flows take no other actions: {actions}")
         last = len(actions) - 1
         for position, action in enumerate(actions):
             if type(action) is Goto and position != last:
@@ -154,6 +174,18 @@ class Table:
             assert isinstance(action, Clone)
             for inner in action.actions:
                 self._check_action(inner, flow)
+        elif kind is Conntrack:
+            assert isinstance(action, Conntrack)
+            if spec.ct_zone is None or action.zone_field != spec.ct_zone:
+                raise PipelineError(f"table {spec.name} may not use ct zone {action.zone_field}")
+            dl_type = dict(flow.match).get("dl_type")
+            if dl_type not in ("0x800", "0x86dd"):
+                raise PipelineError(f"ct needs an IPv4 or IPv6 match: {flow.match}")
+            after = action.table
+            if after is not None and (
+                after.name not in spec.next_tables or after.number <= self.number
+            ):
+                raise PipelineError(f"table {spec.name} may not ct(table={after.name})")
 
 
 @dataclass(frozen=True, eq=False)
@@ -207,11 +239,39 @@ _PORT_SECURITY_FIELDS = frozenset(
 )  # fmt: skip
 
 NETWORK = Register("network", "metadata", "network key (stable hash of the network id)")
+SECURITY_GROUP = Register(
+    "security_group", "reg2", "key of the security group whose rules run (hash of its id)"
+)
+ACL = Register(
+    "acl", "reg3", "ACL flags: 0x1/0x2 sender/receiver filtered statefully, 0x10/0x20 "
+    "statelessly; 0x4/0x8 a rule allowed it out of the sender / into the receiver"
+)  # fmt: skip
 ORIGIN = Register("origin", "reg4", "0 = a local port sent it; 1 = vxlan, 2 = gre, 3 = provider")
-IN_PORT_KEY = Register("in_port_key", "reg5", "ofport of the sending local port (0 if remote)")
-ZONE = Register("zone", "reg6", "reserved: conntrack zone for security groups (next issue)")
-OUT_PORT = Register("out_port", "reg7", "ofport of the local destination port")
-KUMONET_REGISTERS = (NETWORK, ORIGIN, IN_PORT_KEY, ZONE, OUT_PORT)
+IN_PORT_KEY = Register(
+    "in_port_key", "reg5",
+    "ofport of the sending local port (0 if remote); bits 0-15: its conntrack zone",
+)  # fmt: skip
+OUT_PORT = Register(
+    "out_port", "reg7", "ofport of the local destination port; bits 0-15: its conntrack zone"
+)
+KUMONET_REGISTERS = (NETWORK, SECURITY_GROUP, ACL, ORIGIN, IN_PORT_KEY, OUT_PORT)
+
+# ACL flag bits in reg3 (ACL register).
+EGRESS_STATEFUL = 0x1
+INGRESS_STATEFUL = 0x2
+EGRESS_ALLOWED = 0x4
+INGRESS_ALLOWED = 0x8
+EGRESS_STATELESS = 0x10
+INGRESS_STATELESS = 0x20
+
+_ACL_FIELDS = frozenset({"dl_type", "nw_proto", "ct_state", "tcp_flags"})
+_RULE_FIELDS = frozenset(
+    {
+        "reg2", "conj_id", "dl_type", "nw_proto", "nw_src", "nw_dst", "ipv6_src", "ipv6_dst",
+        "tp_src", "tp_dst", "icmp_type", "icmp_code", "icmpv6_type", "icmpv6_code",
+    }
+)  # fmt: skip
+_ALWAYS_ALLOWED_FIELDS = frozenset({"dl_type", "nw_proto", "tp_src", "tp_dst", "icmpv6_type"})
 
 KUMONET_TABLES = (
     TableSpec(
@@ -220,7 +280,7 @@ KUMONET_TABLES = (
         "tunnel port, provider patch port (+ VLAN)",
         matches=frozenset({"in_port", "dl_src", "vlan_tci"}),
         next_tables=("tunnel_classify", "port_security", "dhcp", "l2_lookup"),
-        writes=frozenset({NETWORK.field, ORIGIN.field, IN_PORT_KEY.field}),
+        writes=frozenset({NETWORK.field, ORIGIN.field, IN_PORT_KEY.field, ACL.field}),
         may_change_vlan=True,
     ),
     TableSpec(
@@ -241,33 +301,83 @@ KUMONET_TABLES = (
         "dhcp",
         "DHCPv4 client packets of networks with a DHCP subnet → the host's responder",
         matches=frozenset({NETWORK.field, "dl_type", "nw_proto", "tp_src", "tp_dst"}),
-        next_tables=("egress_acl",),
+        next_tables=("egress_ct",),
         may_send_to_controller=True,
-        on_miss="egress_acl",
+        on_miss="egress_ct",
+    ),
+    TableSpec(
+        "egress_ct",
+        "traffic every VM needs (DHCP client, NDP, MLD) passes; IP from a filtered port "
+        "goes through conntrack in the sender's zone",
+        matches=_ALWAYS_ALLOWED_FIELDS | {ACL.field},
+        next_tables=("egress_acl", "l2_lookup"),
+        ct_zone=IN_PORT_KEY.field,
+        on_miss="l2_lookup",
     ),
     TableSpec(
         "egress_acl",
-        "security groups, from the sending port (allow for now)",
-        matches=frozenset({NETWORK.field, IN_PORT_KEY.field}),
+        "security groups, from the sending port: invalid and TCP pickups dropped, "
+        "established/related pass, new connections run the port's groups' rules",
+        matches=_ACL_FIELDS | {IN_PORT_KEY.field},
+        next_tables=("egress_rules", "egress_verdict", "l2_lookup"),
+        writes=frozenset({SECURITY_GROUP.field}),
+    ),
+    TableSpec(
+        "egress_rules",
+        "the egress rules of the group in reg2 (called once per group): a match sets "
+        "the allowed flag; remote groups are conjunctive matches over members' addresses",
+        matches=_RULE_FIELDS,
+        writes=frozenset({ACL.field}),
+        conjunctive=True,
+    ),
+    TableSpec(
+        "egress_verdict",
+        "allowed by a rule: commit the connection in the sender's zone and go on; else drop",
+        matches=frozenset({ACL.field, "ct_state", "dl_type"}),
         next_tables=("l2_lookup",),
-        on_miss="l2_lookup",
+        ct_zone=IN_PORT_KEY.field,
     ),
     TableSpec(
         "l2_lookup",
         "destination MAC → local port (reg7), remote port's tunnel (tun_id), "
         "provider patch (VLAN); flooding of broadcast, multicast and unknown unicast",
         matches=frozenset({NETWORK.field, ORIGIN.field, "dl_dst"}),
-        next_tables=("ingress_acl",),
-        writes=frozenset({OUT_PORT.field, "tun_id"}),
+        next_tables=("ingress_ct",),
+        writes=frozenset({OUT_PORT.field, ACL.field, "tun_id"}),
         may_output=True,
         may_change_vlan=True,
     ),
     TableSpec(
-        "ingress_acl",
-        "security groups, towards the destination port (allow for now)",
-        matches=frozenset({NETWORK.field, OUT_PORT.field}),
-        next_tables=("output",),
+        "ingress_ct",
+        "traffic every VM needs (DHCP replies, NDP, MLD, router advertisements) passes; "
+        "IP to a filtered port goes through conntrack in the receiver's zone",
+        matches=_ALWAYS_ALLOWED_FIELDS | {ACL.field},
+        next_tables=("ingress_acl", "output"),
+        ct_zone=OUT_PORT.field,
         on_miss="output",
+    ),
+    TableSpec(
+        "ingress_acl",
+        "security groups, towards the receiving port: invalid and TCP pickups dropped, "
+        "established/related pass, new connections run the port's groups' rules",
+        matches=_ACL_FIELDS | {OUT_PORT.field},
+        next_tables=("ingress_rules", "ingress_verdict", "output"),
+        writes=frozenset({SECURITY_GROUP.field}),
+    ),
+    TableSpec(
+        "ingress_rules",
+        "the ingress rules of the group in reg2 (called once per group): a match sets "
+        "the allowed flag; remote groups are conjunctive matches over members' addresses",
+        matches=_RULE_FIELDS,
+        writes=frozenset({ACL.field}),
+        conjunctive=True,
+    ),
+    TableSpec(
+        "ingress_verdict",
+        "allowed by a rule: commit the connection in the receiver's zone and deliver; else drop",
+        matches=frozenset({ACL.field, "ct_state", "dl_type"}),
+        next_tables=("output",),
+        ct_zone=OUT_PORT.field,
     ),
     TableSpec(
         "output",

@@ -58,8 +58,39 @@ def port(
         "port_security_enabled": True,
         "allowed_address_pairs": [],
         "device_owner": "compute:nova",
+        "security_groups": [OPEN_GROUP],
         **extra,
     }
+
+
+# The L2 tests put every port in a group that allows everything, statefully;
+# the security group tests build their own groups.
+OPEN_GROUP = "sg-open"
+
+
+def rule(id_: str, direction: str, ethertype: str = "IPv4", **extra: Any) -> dict[str, Any]:
+    return {
+        "id": id_,
+        "direction": direction,
+        "ethertype": ethertype,
+        "protocol": None,
+        "port_range_min": None,
+        "port_range_max": None,
+        "remote_ip_prefix": None,
+        "remote_group_id": None,
+        **extra,
+    }
+
+
+def group(id_: str, rules: list[dict[str, Any]], stateful: bool = True) -> dict[str, Any]:
+    return {"id": id_, "name": id_, "stateful": stateful, "security_group_rules": rules}
+
+
+def open_group() -> dict[str, Any]:
+    return group(OPEN_GROUP, [
+        rule(f"open-{direction}-{ether}", direction, ether)
+        for direction in ("ingress", "egress") for ether in ("IPv4", "IPv6")
+    ])  # fmt: skip
 
 
 def neutron_dicts() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
@@ -102,7 +133,7 @@ OFPORT = {"port-a1": 1, "port-a2": 2, "port-b1": 3, "port-v1": 4, "port-u1": 5, 
 
 def cloud_intent() -> Intent:
     networks, subnets, ports = neutron_dicts()
-    return from_neutron(networks, subnets, ports, {"h1": H1, "h2": H2, "h3": H3})
+    return from_neutron(networks, subnets, ports, {"h1": H1, "h2": H2, "h3": H3}, [open_group()])
 
 
 def h1_facts(bridge: str = "br-int", **overrides: Any) -> HostFacts:

@@ -221,10 +221,12 @@ def test_port_security_off_lets_anything_out(switch: OpenFlowTables) -> None:
 
 def test_ipv6_source_link_local_and_neighbour_discovery(switch: OpenFlowTables) -> None:
     a1 = {"in_port": OFPORT["port-a1"], "dl_src": MAC["a1"], "dl_dst": MAC["a2"], **IP6}
-    ok = switch.send(**a1, ipv6_src="2001:db8::11", ipv6_dst="2001:db8::12", nw_proto=6)
+    ok = switch.send(
+        **a1, ipv6_src="2001:db8::11", ipv6_dst="2001:db8::12", nw_proto=6, tcp_flags="syn"
+    )
     assert ok.ports() == {OFPORT["port-a2"]}
     link_local = "fe80::f816:3eff:fe00:1"
-    assert not switch.send(**a1, ipv6_src=link_local, nw_proto=6).dropped
+    assert not switch.send(**a1, ipv6_src=link_local, nw_proto=6, tcp_flags="syn").dropped
     assert switch.send(**a1, ipv6_src="2001:db8::12", nw_proto=6).dropped
     na = {**a1, "ipv6_src": link_local, "nw_proto": 58, "icmpv6_type": 136, "icmpv6_code": 0}
     assert not switch.send(**na, nd_target="2001:db8::11").dropped
@@ -405,7 +407,8 @@ def test_flow_count_per_local_and_remote_port() -> None:
     # 1 classify + 1 IPv4 + 1 ARP + 2 IPv6 link-local (source, NA) + 1 L2 lookup,
     # plus the network's 2 flood flows that now include the new port (replaced).
     with_local = compile_host(local, facts)
-    assert flows_per_port(with_local, base) == 6 + 2
+    # Its security groups: 1 egress + 1 ingress flow running its groups' rules.
+    assert flows_per_port(with_local, base) == 6 + 2 + 2
     remote = with_port(intent, port("x", "net-b", "h3", [("sub-b", "10.0.0.50")]))
     with_remote = compile_host(remote, h1_facts())
     # 1 L2 lookup, plus the local-origin flood flow now reaching h3 (replaced).

@@ -104,15 +104,22 @@ def traced(ovs: OvsSandbox, bridge: str, packet: dict[str, object]) -> tuple[set
         elif stripped.startswith(">> skipping output to input port"):
             ports.pop()
         elif stripped.startswith("Datapath actions:"):
-            datapath = stripped
-            controller = "controller(" in stripped
+            # One line per pass: conntrack recirculates the packet.
+            datapath = f"{datapath} {stripped}".strip()
+            controller = controller or "controller(" in stripped
     return set(ports), controller, datapath
 
 
 def ip_from(name: str, src: str, dst_mac: str, **extra: object) -> dict[str, object]:
     packet: dict[str, object] = {"in_port": OFPORT[f"port-{name}"], "dl_src": MAC[name]}
     packet |= {"dl_dst": dst_mac, "dl_type": "0x0800", "nw_src": src, "nw_dst": "10.0.0.99"}
-    return packet | {"nw_proto": 6, **extra}
+    # A TCP SYN: the ACL tables let a new connection start with a SYN only.
+    return packet | {"nw_proto": 6, "tcp_flags": "syn", **extra}
+
+
+def udp(packet: dict[str, object], source: int, destination: int) -> dict[str, object]:
+    fields = {k: v for k, v in packet.items() if k != "tcp_flags"}
+    return fields | {"nw_proto": 17, "tp_src": source, "tp_dst": destination}
 
 
 def arp_from(name: str, sha: str, spa: str) -> dict[str, object]:
@@ -134,10 +141,9 @@ CASES: dict[str, dict[str, object]] = {
     "pair crossed": {**ip_from("a1", "10.0.0.100", MAC["a2"]), "dl_src": PAIR_MAC},
     "unknown unicast": ip_from("a1", "10.0.0.11", "fa:16:3e:99:99:99"),
     "isolation": ip_from("b1", "10.0.0.11", MAC["a1"]),
-    "dhcp discover": {**ip_from("a1", "0.0.0.0", BROADCAST), "nw_dst": "255.255.255.255",
-                      "nw_proto": 17, "tp_src": 68, "tp_dst": 67},
-    "dhcp server": {**ip_from("a1", "10.0.0.11", BROADCAST), "nw_proto": 17, "tp_src": 67,
-                    "tp_dst": 68},
+    "dhcp discover": udp({**ip_from("a1", "0.0.0.0", BROADCAST), "nw_dst": "255.255.255.255"},
+                         68, 67),
+    "dhcp server": udp(ip_from("a1", "10.0.0.11", BROADCAST), 67, 68),
     "from tunnel": {"in_port": TUN_H2, "tun_id": "0x64", "dl_src": MAC["a3"],
                     "dl_dst": MAC["a1"], "dl_type": "0x0800"},
     "tunnel broadcast": {"in_port": TUN_H2, "tun_id": "0x64", "dl_src": MAC["a3"],
@@ -153,9 +159,11 @@ CASES: dict[str, dict[str, object]] = {
     "vm tagged": {"in_port": OFPORT["port-f1"], "vlan_tci": "0x102a", "dl_src": MAC["f1"],
                   "dl_dst": BROADCAST, "dl_type": "0x0800"},
     "ipv6 ok": {"in_port": OFPORT["port-a1"], "dl_src": MAC["a1"], "dl_dst": MAC["a2"],
-                "dl_type": "0x86dd", "ipv6_src": "2001:db8::11", "nw_proto": 6},
+                "dl_type": "0x86dd", "ipv6_src": "2001:db8::11", "nw_proto": 6,
+                "tcp_flags": "syn"},
     "ipv6 spoof": {"in_port": OFPORT["port-a1"], "dl_src": MAC["a1"], "dl_dst": MAC["a2"],
-                   "dl_type": "0x86dd", "ipv6_src": "2001:db8::12", "nw_proto": 6},
+                   "dl_type": "0x86dd", "ipv6_src": "2001:db8::12", "nw_proto": 6,
+                   "tcp_flags": "syn"},
 }  # fmt: skip
 
 

@@ -29,13 +29,13 @@ def test_rendered_text_is_what_ovs_ofctl_takes() -> None:
     flow = lookup.flow(
         60,
         {"metadata": "0x1", "reg4": 0, "dl_dst": "01:00:00:00:00:00/01:00:00:00:00:00"},
-        [Clone((SetField("reg7", "3"), lookup.resubmit("ingress_acl"))),
+        [Clone((SetField("reg7", "3"), lookup.resubmit("ingress_ct"))),
          SetField("tun_id", "0x64"), Output(20), PushVlan(42), Output(30)],
     )  # fmt: skip
     assert flow.render() == (
-        f"table=50,priority=60,cookie={flow.cookie:#x},metadata=0x1,reg4=0,"
+        f"table=80,priority=60,cookie={flow.cookie:#x},metadata=0x1,reg4=0,"
         "dl_dst=01:00:00:00:00:00/01:00:00:00:00:00 actions=clone(set_field:3->reg7,"
-        "resubmit(,60)),set_field:0x64->tun_id,output:20,push_vlan:0x8100,"
+        "resubmit(,90)),set_field:0x64->tun_id,output:20,push_vlan:0x8100,"
         "set_field:4138->vlan_vid,output:30"
     )
     assert (

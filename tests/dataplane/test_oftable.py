@@ -27,7 +27,8 @@ def test_highest_priority_wins_and_masks_apply() -> None:
 def test_equal_priority_overlap_is_an_error() -> None:
     switch = OpenFlowTables([
         P.table("classify").flow(10, {"in_port": 1}),
-        P.table("classify").flow(10, {"dl_src": "fa:16:3e:00:00:01"}),
+        P.table("classify").flow(10, {"dl_src": "fa:16:3e:00:00:01"},
+                                 [P.table("classify").goto("dhcp")]),
     ])  # fmt: skip
     with pytest.raises(ModelError, match="ambiguous"):
         switch.send(in_port=1, dl_src="fa:16:3e:00:00:01")
@@ -49,9 +50,9 @@ def test_registers_start_at_zero_and_are_not_on_the_wire() -> None:
     switch = OpenFlowTables([
         classify.flow(10, {}, [SetField("reg5", "9"), classify.goto("dhcp")]),
         P.table("dhcp").miss_flow(),
-        P.table("egress_acl").flow(1, {"reg5": 9}, [P.table("egress_acl").goto("l2_lookup")]),
-        LOOKUP.flow(1, {"reg4": 0}, [SetField("reg7", "6"), LOOKUP.goto("ingress_acl")]),
-        P.table("ingress_acl").flow(1, {}, [P.table("ingress_acl").goto("output")]),
+        P.table("egress_ct").flow(1, {"reg3": 0}, [P.table("egress_ct").goto("l2_lookup")]),
+        LOOKUP.flow(1, {"reg4": 0}, [SetField("reg7", "6"), LOOKUP.goto("ingress_ct")]),
+        P.table("ingress_ct").flow(1, {}, [P.table("ingress_ct").goto("output")]),
         P.table("output").flow(1, {}, [OutputToField("reg7")]),
     ])  # fmt: skip
     delivery = switch.send(in_port=2).output(6)

@@ -100,7 +100,7 @@ def test_declaration_refers_only_to_declared_tables_and_fields() -> None:
 def test_every_table_has_a_miss_flow_with_its_declared_action() -> None:
     misses = {flow.table.name: flow for flow in P.miss_flows()}
     assert set(misses) == {table.name for table in P.tables}
-    assert misses["dhcp"].body.endswith(f"actions=goto_table:{P.table('egress_acl').number}")
+    assert misses["dhcp"].body.endswith(f"actions=goto_table:{P.table('egress_ct').number}")
     assert misses["port_security"].body.endswith("actions=drop")
 
 
