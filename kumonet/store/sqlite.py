@@ -75,6 +75,7 @@ DEFAULT_MAX_BATCH: Final = 512
 WATCH_BUFFER_LIMIT: Final = 10_000
 HISTORY_PAGE: Final = 1_000
 _ROW_CACHE_LIMIT: Final = 20_000
+READ_CACHE_LIMIT: Final = 20_000
 _SCHEMA_VERSION: Final = 1
 
 _PUT: Final = 0
@@ -464,18 +465,14 @@ class _Engine:
 
     # -- requests -----------------------------------------------------------
 
-    def get(self, key: str) -> tuple[KeyValue | None, _Events]:
+    def get(self, key: str) -> tuple[tuple[KeyValue | None, int], _Events]:
+        """The key, and the revision it was read at."""
         row = self._row(key)
-        if row is None:
-            return None, _NO_EVENTS
-        return KeyValue(key, *row), _NO_EVENTS
+        return (None if row is None else KeyValue(key, *row), self.revision), _NO_EVENTS
 
     def range(self, prefix: str) -> tuple[RangeResult, _Events]:
         kvs = tuple(KeyValue(*row) for row in self._rows_under(prefix))
         return RangeResult(kvs, self.revision), _NO_EVENTS
-
-    def current_revision(self) -> tuple[int, _Events]:
-        return self.revision, _NO_EVENTS
 
     def txn(
         self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op]
@@ -673,6 +670,9 @@ class SqliteStore:
         self._watch_buffer = watch_buffer
         self._requests: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
         self._watchers: set[_Watcher] = set()
+        # Keys read lately, exact as of the last delivered revision: the
+        # event loop answers `get` for them without a trip to the engine.
+        self._read_cache: dict[str, KeyValue | None] = {}
         self._published = engine.revision
         self._closed = False
         self._unavailable = "the store is closed"
@@ -839,6 +839,10 @@ class SqliteStore:
                 _settle(future, result, error)
             if events:
                 self._published = events[0].kv.mod_revision
+                cache = self._read_cache
+                for event in events:
+                    if event.kv.key in cache:
+                        cache[event.kv.key] = event.kv if event.type is EventType.PUT else None
                 for watcher in self._watchers:
                     watcher.offer(events)
 
@@ -850,13 +854,31 @@ class SqliteStore:
         return await future
 
     async def get(self, key: str) -> KeyValue | None:
-        return await self._call(self._engine.get, _check_key(key))
+        _check_key(key)
+        if self._closed:
+            raise StoreUnavailable(self._unavailable)
+        try:
+            return self._read_cache[key]
+        except KeyError:
+            pass
+        kv, read_at = await self._call(self._engine.get, key)
+        if read_at == self._published:
+            # Nothing was delivered since the read, and whatever is delivered
+            # from now on updates the entry: it stays exact.
+            if len(self._read_cache) >= READ_CACHE_LIMIT:
+                self._read_cache.clear()
+            self._read_cache[key] = kv
+        return kv
 
     async def range(self, prefix: str) -> RangeResult:
         return await self._call(self._engine.range, _check_prefix(prefix))
 
     async def revision(self) -> int:
-        return await self._call(self._engine.current_revision)
+        # Every change a caller can know of (a reply, an event) was delivered
+        # here first, so the delivered revision is a linearizable answer.
+        if self._closed:
+            raise StoreUnavailable(self._unavailable)
+        return self._published
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
         ops = (Put(key, value, lease),)

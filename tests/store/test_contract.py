@@ -574,6 +574,7 @@ async def test_revoking_a_lease_deletes_its_keys_with_delete_events(
     await store.put(ns + "d", b"4")
     await store.put(ns + "detached", b"5", lease=lease.id)
     await store.put(ns + "detached", b"6")  # re-put without a lease: detached
+    assert await store.get(ns + "a") is not None
     r = await store.revision()
     async with watching(store, ns, r + 1) as events:
         await store.revoke_lease(lease.id)
@@ -585,6 +586,7 @@ async def test_revoking_a_lease_deletes_its_keys_with_delete_events(
     if backend.keeps_prev_value:
         assert {e.prev_value for e in deleted} == {b"1", b"2"}
     assert [kv.key for kv in (await store.range(ns)).kvs] == [ns + "c", ns + "d", ns + "detached"]
+    assert await store.get(ns + "a") is None
     with pytest.raises(LeaseNotFound):
         await store.keepalive_lease(lease.id)
     with pytest.raises(LeaseNotFound):
@@ -605,6 +607,7 @@ async def test_an_expired_lease_deletes_its_keys(store: Store, ns: str) -> None:
     lease = await store.grant_lease(1)
     r = await store.put(ns + "k", b"v", lease=lease.id)
     await store.put(ns + "stays", b"v")
+    assert await store.get(ns + "k") is not None
     async with watching(store, ns + "k", r + 1) as events:
         (deleted,) = await take(events, 1)
     assert deleted.type is EventType.DELETE and deleted.kv.key == ns + "k"
@@ -666,6 +669,43 @@ async def test_racing_allocations_have_one_winner_per_key(store: Store, ns: str)
     for slot, (winner,) in wins.items():
         kv = await store.get(slot)
         assert kv is not None and kv.value == winner.encode() and kv.version == 1
+
+
+async def test_reads_see_every_write_completed_before_them(store: Store, ns: str) -> None:
+    keys = [f"{ns}shared/{i}" for i in range(4)]
+    writes: dict[int, tuple[str, bytes | None]] = {}  # revision -> (key, value or deleted)
+    reads: list[tuple[str, int, KeyValue | None]] = []  # (key, a write done before, result)
+
+    async def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        for n in range(40):
+            key = rng.choice(keys)
+            await store.get(key)  # reads interleaved with everyone's writes
+            if rng.random() < 0.3:
+                exists = Compare(key, "version", ">", 0)
+                result = await store.txn([exists], [Delete(key)])
+                if not result.succeeded:
+                    continue
+                writes[result.revision] = (key, None)
+                r = result.revision
+            else:
+                value = f"{seed}/{n}".encode()
+                r = await store.put(key, value)
+                writes[r] = (key, value)
+            reads.append((key, r, await store.get(key)))
+            assert await store.revision() >= r
+
+    await asyncio.gather(*(worker(seed) for seed in range(8)))
+    for key, done, kv in reads:
+        if kv is not None:
+            # What the read returned was written at or after our write...
+            assert kv.mod_revision >= done and writes[kv.mod_revision] == (key, kv.value)
+        else:
+            # ...or the key was deleted at or after it.
+            assert any(k == key and v is None and rev >= done for rev, (k, v) in writes.items())
+    final = {kv.key: kv for kv in (await store.range(ns)).kvs}
+    for key in keys:
+        assert await store.get(key) == final.get(key)
 
 
 # -- members ---------------------------------------------------------------------
