@@ -86,7 +86,7 @@ from kumonet.api.neutron.agents import ha_state_key
 from kumonet.api.neutron.ports import Ports
 from kumonet.api.neutron.resource import identity_of, json_response, read_json
 from kumonet.api.repository import Resource, neutron_prefix
-from kumonet.model.agent import AGENT_TYPES, agent_id, parse_host_facts
+from kumonet.model.agent import AGENT_TYPES, HOST_NAME, agent_id, parse_host_facts
 from kumonet.model.common import timestamp
 from kumonet.model.errors import BadRequest, Conflict, NeutronError, NotAuthorized
 from kumonet.model.port import VIF_TYPE_UNBOUND
@@ -295,7 +295,7 @@ class AgentSync:
         if state not in HA_STATES:
             raise BadRequest(f"'state' must be one of {sorted(HA_STATES)}")
         router_id = request.match_info["router_id"]
-        if not router_id.replace("-", "").isalnum():
+        if not HOST_NAME.match(router_id):
             raise BadRequest(f"Invalid router id {router_id!r}")
         key = ha_state_key(router_id, host["host"])
         lease = int(host["lease_id"])

@@ -75,11 +75,9 @@ class HostRegistry:
     def __init__(self, context: ApiContext) -> None:
         self.context = context
         self.store = context.store
-        # Per-process caches, never the truth: the lease id a host's
-        # heartbeats renew (saves reading its record on every heartbeat), and
-        # when this server last saw each host's heartbeat (Neutron shows
-        # heartbeat_timestamp; writing it would wake every watcher).
-        self._leases: dict[str, int] = {}
+        # When this server last saw each host's heartbeat (Neutron shows
+        # heartbeat_timestamp; writing it would wake every watcher). A
+        # per-process hint, never the truth.
         self.last_heartbeat: dict[str, datetime] = {}
 
     async def register(self, facts: HostFacts) -> dict[str, Any]:
@@ -115,7 +113,6 @@ class HostRegistry:
                 # The lease we meant to keep expired between the check and
                 # the write: register again with a fresh one.
                 continue
-            self._leases[facts.host] = record["lease_id"]
             self.last_heartbeat[facts.host] = self.context.clock()
             return record
         raise HostNotRegistered(facts.host)
@@ -136,34 +133,19 @@ class HostRegistry:
         kv = await self.store.get(host_key(host))
         return orjson.loads(kv.value) if kv is not None else None
 
-    async def lease_of(self, host: str) -> int:
-        """The live lease of a registered host, else :class:`HostNotRegistered`."""
-        lease = self._leases.get(host)
-        if lease is None:
-            record = await self.record(host)
-            if record is None:
-                raise HostNotRegistered(host)
-            lease = int(record["lease_id"])
-        return lease
-
     async def heartbeat(self, host: str) -> int:
         """Renew the host's lease; returns its TTL. :class:`HostNotRegistered`
-        when the lease expired (the host must register again)."""
-        for fresh in (False, True):
-            lease = await self.lease_of(host)
-            try:
-                ttl = await self.store.keepalive_lease(lease)
-            except LeaseNotFound:
-                self._leases.pop(host, None)
-                if fresh:
-                    raise HostNotRegistered(host) from None
-                # Maybe another server re-registered the host with a new
-                # lease: read the record once before giving up.
-                continue
-            self._leases[host] = lease
-            self.last_heartbeat[host] = self.context.clock()
-            return ttl
-        raise HostNotRegistered(host)
+        when the lease expired or the host was deleted (the host registers
+        again, which brings deleted agents back, as in Neutron)."""
+        record = await self.record(host)
+        if record is None:
+            raise HostNotRegistered(host)
+        try:
+            ttl = await self.store.keepalive_lease(int(record["lease_id"]))
+        except LeaseNotFound:
+            raise HostNotRegistered(host) from None
+        self.last_heartbeat[host] = self.context.clock()
+        return ttl
 
     async def records(self) -> list[dict[str, Any]]:
         result = await self.store.range(HOSTS_PREFIX)

@@ -9,6 +9,7 @@ pure: what a host states, how its agents' ids and bodies are derived.
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ MAX_HEARTBEAT_INTERVAL = 300
 DEFAULT_HEARTBEAT_INTERVAL = 30
 # A host is alive while its lease lives: three missed heartbeats end it.
 LEASE_TTL_HEARTBEATS = 3
+# Host names become key parts.
+HOST_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,255}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +116,8 @@ class HostFacts:
 
 def parse_host_facts(host: str, body: Any) -> HostFacts:
     """Validate a registration body (``PUT /v1/agent/hosts/{host}``)."""
+    if not HOST_NAME.match(host):
+        raise BadRequest(f"Invalid host name {host!r}")
     if not isinstance(body, dict):
         raise BadRequest("Registration body must be a JSON object")
     if body.get("host", host) != host:

@@ -64,8 +64,12 @@ async def test_another_servers_registration_is_found(store: Store,
     old = await one.record("h1")
     assert old is not None
     await store.revoke_lease(old["lease_id"])
-    # The host re-registers through the second server: the first one's
-    # cached lease is stale and it must follow the record.
+    # The host re-registers through the second server: the first one
+    # follows the record to the new lease.
     await two.register(parse_host_facts("h1", {}))
     assert await one.heartbeat("h1") == 90
     assert await one.alive_hosts() == {"h1"}
+    # A deleted host is asked to register again.
+    await store.delete(host_key("h1"))
+    with pytest.raises(HostNotRegistered):
+        await two.heartbeat("h1")

@@ -49,6 +49,12 @@ def test_bad_facts_are_refused(body: Any) -> None:
         parse_host_facts("h1", body)
 
 
+@pytest.mark.parametrize("host", ["", "a/b", "x" * 256, "h 1"])
+def test_bad_host_names_are_refused(host: str) -> None:
+    with pytest.raises(BadRequest):
+        parse_host_facts(host, {})
+
+
 def test_bodies_per_role() -> None:
     record = {**parse_host_facts("h1", {"bridge_mappings": {"ext": "br-ex"},
                                         "configurations": {"extra": 1}}).record(),

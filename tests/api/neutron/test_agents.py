@@ -108,6 +108,13 @@ async def test_update_and_delete(cloud: tuple[Api, Store]) -> None:
         assert status == 204
     status, body = await api.call("GET", "/v2.0/agents?host=compute1")
     assert body["agents"] == []
+    # The host is still running: its next heartbeat asks it to register
+    # again, which brings its agent back (as Neutron's next state report).
+    status, _ = await api.call("POST", "/v1/agent/hosts/compute1/heartbeat")
+    assert status == 404
+    await _register(api, "compute1", SEED_HOSTS["compute1"])
+    status, body = await api.call("GET", "/v2.0/agents?host=compute1")
+    assert [a["id"] for a in body["agents"]] == [agent_id("compute1", OVS)]
     status, _ = await api.call("POST", "/v2.0/agents", {"agent": {}})
     assert status == 405
 
