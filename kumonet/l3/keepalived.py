@@ -71,7 +71,8 @@ class KeepalivedProcess:
         if pid is None or _is_zombie(pid):
             return None
         argv = _cmdline(pid)
-        if not argv or Path(argv[0]).name != KEEPALIVED or str(self.files.config) not in argv:
+        config_arg = f"--use-file={self.files.config}"
+        if not argv or Path(argv[0]).name != KEEPALIVED or config_arg not in argv:
             return None
         return pid
 
@@ -120,8 +121,11 @@ class KeepalivedProcess:
         return KeepalivedAction.STARTED
 
     async def _check_config(self) -> None:
+        # In the namespace: keepalived checks that the interfaces named exist.
         result = await run(
-            [KEEPALIVED, f"--config-test={os.devnull}", f"--use-file={self.files.config}"],
+            in_namespace(
+                self.namespace, [KEEPALIVED, "--config-test", f"--use-file={self.files.config}"]
+            ),
             check=False,
         )
         if not result.ok:

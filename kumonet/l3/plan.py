@@ -176,8 +176,6 @@ ROUTER_SYSCTLS: tuple[tuple[str, str], ...] = (
     ("net.ipv4.conf.default.arp_ignore", "1"),
     ("net.ipv4.conf.default.arp_announce", "2"),
     ("net.ipv4.conf.default.promote_secondaries", "1"),
-    # The first packet to a new neighbour waits for ARP; retry fast when one is lost.
-    ("net.ipv4.neigh.default.retrans_time_ms", "100"),
 )
 
 
@@ -348,10 +346,6 @@ def keepalived_conf(
         f"    router_id {router_id}",
         "    vrrp_version 3",
         f"    vrrp_notify_fifo {notify_fifo}",
-        # One gratuitous ARP per address at once, no pacing: the new master must
-        # be found immediately.
-        "    vrrp_garp_interval 0",
-        "    vrrp_gna_interval 0",
         "}",
         "",
         f"vrrp_instance {router_id} {{",
@@ -364,9 +358,6 @@ def keepalived_conf(
         f"    garp_master_delay {vrrp.garp_master_delay}",
         f"    garp_master_repeat {vrrp.garp_master_repeat}",
         f"    garp_master_refresh {vrrp.garp_master_refresh}",
-        "    track_interface {",
-        f"        {ha_interface}",
-        "    }",
         "    virtual_ipaddress {",
         f"        {ha_vip.cidr} dev {ha_vip.device}",
         "    }",

@@ -113,8 +113,8 @@ class L3Host:
         plan = self.plan(intent)
         created = await ensure_namespace(plan.namespace)
         ns = RouterNamespace(plan.namespace)
-        if created:
-            await ns.set_sysctls(plan.sysctls)
+        # Always (one cheap command): a namespace created by a crashed run may lack them.
+        await ns.set_sysctls(plan.sysctls)
 
         # Interfaces: plug the wanted ones, unplug the router's other ones.
         links = await ns.links()

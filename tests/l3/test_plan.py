@@ -148,7 +148,7 @@ def test_nat_snat_and_stateless_floating_ips(settings: L3Settings) -> None:
     )
     # Only traffic leaving through the gateway is translated: never between subnets.
     for line in ruleset.splitlines():
-        if "snat" in line or "saddr set" in line:
+        if "snat to" in line or "saddr set" in line:
             assert 'oifname "qg-33333333-cc"' in line
 
 
