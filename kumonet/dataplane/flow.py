@@ -265,6 +265,14 @@ class Conntrack:
 
 
 @dataclass(frozen=True, slots=True)
+class CtClear:
+    """Forget the conntrack state an earlier `ct` gave the packet."""
+
+    def render(self) -> str:
+        return "ct_clear"
+
+
+@dataclass(frozen=True, slots=True)
 class Conjunction:
     """Dimension `clause` of `n_clauses` of the conjunctive match `id`."""
 
@@ -288,6 +296,7 @@ Action = (
     | Resubmit
     | Clone
     | Conntrack
+    | CtClear
     | Conjunction
 )
 

@@ -39,6 +39,7 @@ from kumonet.dataplane.flow import (
     Conjunction,
     Conntrack,
     Controller,
+    CtClear,
     FieldKind,
     Flow,
     Goto,
@@ -312,6 +313,8 @@ class OpenFlowTables:
                     mask = int(mask_text, 0)
                     value = (state.get(action.field, 0) & ~mask) | (value & mask)
                 state[action.field] = value
+            elif isinstance(action, CtClear):
+                state["ct_state"] = 0
             elif isinstance(action, Conntrack):
                 zone = state.get(action.zone_field, 0) & 0xFFFF
                 if action.commit:

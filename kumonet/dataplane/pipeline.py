@@ -42,6 +42,7 @@ from kumonet.dataplane.flow import (
     Conjunction,
     Conntrack,
     Controller,
+    CtClear,
     Flow,
     Goto,
     Normal,
@@ -174,6 +175,9 @@ class Table:
             assert isinstance(action, Clone)
             for inner in action.actions:
                 self._check_action(inner, flow)
+        elif kind is CtClear:
+            if spec.ct_zone is None:
+                raise PipelineError(f"table {spec.name} may not use conntrack")
         elif kind is Conntrack:
             assert isinstance(action, Conntrack)
             if spec.ct_zone is None or action.zone_field != spec.ct_zone:

@@ -39,6 +39,7 @@ from kumonet.dataplane.flow import (
     Action,
     Conjunction,
     Conntrack,
+    CtClear,
     Flow,
     PipelineError,
     SetField,
@@ -207,7 +208,12 @@ def acl_host_flows(pipeline: Pipeline) -> list[Flow]:
         for family in (ip4, ip6):
             track = Conntrack(direction.port_field, table=acl)
             flows.append(ct_table.flow(100, {**stateful, **family}, [track]))
-            flows.append(ct_table.flow(100, {**stateless, **family}, [ct_table.goto(acl.name)]))
+            # A stateless receiver judges by its rules alone, not by the state
+            # the sender's conntrack pass left on the packet.
+            untracked: list[Action] = [ct_table.goto(acl.name)]
+            if direction is INGRESS:
+                untracked.insert(0, CtClear())
+            flows.append(ct_table.flow(100, {**stateless, **family}, untracked))
             # A new TCP connection starts with a SYN: a mid-stream segment
             # conntrack has never seen is picked up as +new, and must not pass.
             pickup: Match = {"ct_state": "+new+trk", **family, "nw_proto": IPPROTO_TCP}
