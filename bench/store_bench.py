@@ -154,6 +154,7 @@ async def bench(url: str, creates: int) -> None:
         await store.put(SUBNET, b'{"id": "subnet-1", "cidr": "10.0.0.0/8"}')
         await run(store, 8, 400, 1 << 22)  # warm up
         print(f"store: {url}   {creates} port creates per run (3 compares, 4 puts)")
+        print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
         wall, latencies = await run(store, 1, creates, 0)
         report("1 client", wall, latencies, with_target=False)
 

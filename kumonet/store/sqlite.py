@@ -25,6 +25,10 @@ How it works, and why:
   then receives the live events of later revisions, so there is neither gap
   nor repeat. A watcher that does not keep up loses its live buffer and goes
   back to the history table (or gets :class:`CompactedError`).
+* ``get`` of a recently read key and ``revision`` are answered on the event
+  loop from what has been delivered there (every reply and event passes
+  through it first, so these answers are linearizable); everything else is a
+  trip to the engine.
 * History is compacted automatically to the last ``history_limit`` revisions.
 * Leases expire inside the engine (it wakes at the earliest deadline); the
   deadlines are wall-clock times stored in the file, and reopening the file
