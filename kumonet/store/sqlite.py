@@ -78,6 +78,7 @@ DEFAULT_MAX_BATCH: Final = 512
 # reading history, so a stalled consumer cannot grow memory without bound.
 WATCH_BUFFER_LIMIT: Final = 10_000
 HISTORY_PAGE: Final = 1_000
+HISTORY_SCAN: Final = 5_000
 _ROW_CACHE_LIMIT: Final = 20_000
 READ_CACHE_LIMIT: Final = 20_000
 _SCHEMA_VERSION: Final = 1
@@ -507,6 +508,9 @@ class _Engine:
         if first < self.compact_revision:
             raise CompactedError(self.compact_revision)
         self._flush_history()
+        # Bound the revisions one page scans too, so that catching up on a
+        # narrow prefix never holds the engine for long.
+        last = min(last, first + HISTORY_SCAN - 1)
         columns = "revision, seq, type, key, value, create_revision, version, lease, prev_value"
         where = "revision >= ? AND revision <= ?"
         args: list[object] = [first, last]

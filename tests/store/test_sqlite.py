@@ -30,7 +30,7 @@ from kumonet.store.contract import (
     StoreUnavailable,
     key_absent,
 )
-from kumonet.store.sqlite import HISTORY_PAGE, MEMORY, SqliteStore, prefix_end
+from kumonet.store.sqlite import HISTORY_PAGE, HISTORY_SCAN, MEMORY, SqliteStore, prefix_end
 from tests.store.test_contract import take, take_until, watching
 
 REPO = Path(__file__).resolve().parents[2]
@@ -393,6 +393,22 @@ async def test_catching_up_pages_through_long_and_wide_history() -> None:
         async with watching(store, "/n/1", 2) as events:
             narrow = await take(events, (2 * HISTORY_PAGE + 10) // 3)
         assert all(e.kv.key == "/n/1" for e in narrow)
+    finally:
+        await store.close()
+
+
+async def test_catching_up_on_a_rare_prefix_scans_in_bounded_steps() -> None:
+    store = await SqliteStore.open(MEMORY)
+    try:
+        for i in range(3 * HISTORY_SCAN + 7):
+            await store.put("/rare/x" if i % 2000 == 0 else "/common", str(i).encode())
+        await store.put("/rare/end", b"")
+        async with watching(store, "/rare/", 1) as events:
+            got = await take_until(events, "/rare/end")
+        assert [e.kv.value for e in got] == [
+            *(str(i).encode() for i in range(0, 3 * HISTORY_SCAN + 7, 2000)),
+            b"",
+        ]
     finally:
         await store.close()
 
