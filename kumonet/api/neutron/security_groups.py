@@ -13,6 +13,7 @@ creates it under ``key_absent``, so two servers racing create one group.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -229,9 +230,11 @@ class SecurityGroupRules(ResourceBase):
         return await commit_with_retry(self.store, decide)
 
     async def _rewrite(self, identity: Identity, resource_id: str,
-                       expected_revision: int | None, changes: dict[str, Any] | None
+                       expected_revision: int | None,
+                       changes: Callable[[Resource], dict[str, Any]] | None
                        ) -> Resource | None:
-        """Update (``changes``) or delete (None) a rule and its group's copy."""
+        """Update (``changes`` of the current rule) or delete (None) a rule
+        and its group's copy."""
 
         async def decide() -> Plan[Resource | None]:
             found = await self.writable(identity, resource_id)
@@ -243,7 +246,7 @@ class SecurityGroupRules(ResourceBase):
                                type_name="SecurityGroupRuleNotFound")
             rules = [r for r in group.resource.get("security_group_rules", [])
                      if r["id"] != resource_id]
-            new_rule = None if changes is None else self.changed(rule, changes)
+            new_rule = None if changes is None else self.changed(rule, changes(rule))
             ops: list[Op] = [Delete(found.kv.key) if new_rule is None
                              else self.repository.put(new_rule)]
             if new_rule is not None:
@@ -256,10 +259,19 @@ class SecurityGroupRules(ResourceBase):
 
     async def update(self, identity: Identity, resource_id: str, changes: dict[str, Any],
                      expected_revision: int | None) -> Resource:
-        updated = await self._rewrite(identity, resource_id, expected_revision, changes)
+        updated = await self._rewrite(identity, resource_id, expected_revision,
+                                      lambda _rule: changes)
         assert updated is not None
         return updated
 
     async def delete(self, identity: Identity, resource_id: str,
                      expected_revision: int | None) -> None:
         await self._rewrite(identity, resource_id, expected_revision, None)
+
+    async def set_tags(self, identity: Identity, resource_id: str,
+                       edit: Callable[[list[str]], list[str]]) -> Resource:
+        # Through _rewrite, so the group's embedded copy gets the tags too.
+        updated = await self._rewrite(identity, resource_id, None, lambda rule: {
+            "tags": edit(list(rule.get("tags", [])))})
+        assert updated is not None
+        return updated

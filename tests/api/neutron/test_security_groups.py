@@ -173,6 +173,13 @@ async def test_rule_create_and_validation(api: Api) -> None:
     # Another project cannot add rules to P1's group.
     got, body = await _rule(api, gid, project=P2, protocol="udp")
     assert got == 404
+    # Tags on a rule show in the group's copy too.
+    status, _ = await api.call("PUT", f"{RULES}/{ssh['id']}/tags/ssh", project=P1)
+    assert status == 201
+    _, shown = await api.call("GET", f"{SG}/{gid}", project=P1)
+    (copy,) = [r for r in shown["security_group"]["security_group_rules"]
+               if r["id"] == ssh["id"]]
+    assert copy["tags"] == ["ssh"]
     # Delete a rule: gone from the group too.
     status, _ = await api.call("DELETE", f"{RULES}/{ssh['id']}", project=P1)
     assert status == 204
