@@ -74,6 +74,7 @@ def test_every_compiled_flow_is_installed_as_rendered(ovs: OvsSandbox) -> None:
 PROTOCOL_KEYWORDS = {
     ("0x0800", None): "ip", ("0x0800", 6): "tcp", ("0x0800", 17): "udp", ("0x0806", None): "arp",
     ("0x86dd", None): "ipv6", ("0x86dd", 6): "tcp6", ("0x86dd", 58): "icmp6",
+    ("0x0800", 1): "icmp", ("0x86dd", 17): "udp6",
 }  # fmt: skip
 
 
@@ -83,16 +84,20 @@ def trace_flow(packet: dict[str, object]) -> str:
     protocol = (str(fields.pop("dl_type")), fields.pop("nw_proto", None))
     keyword = PROTOCOL_KEYWORDS[protocol]  # type: ignore[index]
     # The exact-flow parser reads tp_src as tcp_src; name the UDP ports as such.
-    if keyword == "udp":
+    if keyword in ("udp", "udp6"):
         fields = {
             {"tp_src": "udp_src", "tp_dst": "udp_dst"}.get(k, k): v for k, v in fields.items()
         }
     return ",".join([keyword, *(f"{name}={value}" for name, value in fields.items())])
 
 
-def traced(ovs: OvsSandbox, bridge: str, packet: dict[str, object]) -> tuple[set[int], bool, str]:
-    """(ports the trace outputs to, whether it reaches the controller, datapath actions)."""
-    text = ovs.appctl("ofproto/trace", bridge, trace_flow(packet))
+def traced(
+    ovs: OvsSandbox, bridge: str, packet: dict[str, object], *options: str
+) -> tuple[set[int], bool, str]:
+    """(ports the trace outputs to, whether it reaches the controller, datapath actions).
+
+    `options` go after the flow (e.g. `--ct-next`, `trk,est` for each ct pass)."""
+    text = ovs.appctl("ofproto/trace", bridge, trace_flow(packet), *options)
     ports: list[int] = []
     controller = False
     datapath = ""
