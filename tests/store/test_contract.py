@@ -636,18 +636,20 @@ async def test_keepalive_keeps_a_lease_past_its_ttl(store: Store, ns: str) -> No
 async def test_concurrent_compare_and_swap_increments_lose_nothing(store: Store, ns: str) -> None:
     counter = ns + "counter"
     await store.put(counter, b"0")
-    attempts = 0
 
     async def increment(times: int) -> None:
-        nonlocal attempts
         for _ in range(times):
-            while True:
-                attempts += 1
+            # Each retry follows someone else's success, so 8 workers need at
+            # most a few; the bound turns a store serving stale reads (retrying
+            # forever) into a failure instead of a hang.
+            for _attempt in range(1000):
                 kv = await store.get(counter)
                 assert kv is not None
                 new = str(int(kv.value) + 1).encode()
                 if (await store.txn([key_unchanged(kv)], [Put(counter, new)])).succeeded:
                     break
+            else:
+                pytest.fail("a compare-and-swap increment never succeeded")
 
     await asyncio.gather(*(increment(20) for _ in range(8)))
     final = await store.get(counter)
