@@ -16,8 +16,10 @@ How it works, and why:
   runs them in one SQLite transaction with one fsync (``synchronous=FULL`` in
   WAL mode). Each ``txn`` still gets its own revision and is atomic, because a
   request may only refuse (raise :class:`StoreError`) before it writes
-  anything; any other failure rolls the whole batch back and fails all of it.
-  Replies (reads included) are delivered only after the batch is durable.
+  anything. Any other failure (disk full, I/O error) rolls the batch back and
+  re-runs its requests one commit each, so that only those that hit the
+  failure fail, with :class:`StoreUnavailable`. Replies (reads included) are
+  delivered only after the batch is durable.
 * ``locking_mode=EXCLUSIVE`` makes the process that opened the file its only
   user, so nothing else can move the revision behind the engine's back.
 * Watches are fanned out in-process: a watcher catches up from the
