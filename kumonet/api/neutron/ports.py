@@ -390,6 +390,11 @@ class Ports(ResourceBase):
                             released.append((ip["subnet_id"], ip["ip_address"]))
                 if any(k in changes for k in ("security_groups", "port_security_enabled",
                                               "allowed_address_pairs")):
+                    if changes.get("port_security_enabled") is False and \
+                            new.get("security_groups") and "security_groups" not in changes:
+                        raise Conflict("Port has security group associated. Cannot disable "
+                                       "port security or ip address until security group is "
+                                       "removed", type_name="PortSecurityPortHasSecurityGroup")
                     new["security_groups"] = await self._security(
                         identity, new, {"security_groups": new.get("security_groups"),
                                         "allowed_address_pairs":
