@@ -16,7 +16,8 @@ DEVICE_OWNER_FLOATINGIP = "network:floatingip"
 FLOATINGIP = ResourceDefinition("floatingips", "floatingip", (
     *base_attributes(with_name=False),
     Attribute("floating_network_id", c.uuid, default=Default.REQUIRED, on_update=False),
-    Attribute("floating_ip_address", c.ip_address, on_update=False),
+    # Neutron's policy: only admins choose the address.
+    Attribute("floating_ip_address", c.ip_address, on_update=False, write=Access.ADMIN),
     # Which external subnet to take the address from; Neutron does not show it.
     Attribute("subnet_id", c.nullable(c.uuid), on_update=False, read=Access.NOBODY),
     Attribute("port_id", c.nullable(c.uuid), default=None),

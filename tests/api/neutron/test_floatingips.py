@@ -59,8 +59,8 @@ async def test_create_associate_disassociate(api: Api) -> None:
     assert status == 200 and body["floatingip"]["port_id"] is None
     assert body["floatingip"]["router_id"] is None
     # Create already associated, with a requested address.
-    status, body = await fip(api, floating_network_id=ext["id"], port_id=vm["id"],
-                             floating_ip_address="203.0.113.150")
+    status, body = await fip(api, project=None, tenant_id=P1, floating_network_id=ext["id"],
+                             port_id=vm["id"], floating_ip_address="203.0.113.150")
     assert status == 201, body
     g = body["floatingip"]
     assert g["floating_ip_address"] == "203.0.113.150" and g["router_id"] == r["id"]
@@ -135,8 +135,13 @@ async def test_refusals(api: Api) -> None:
         ({"floating_network_id": ext["id"], "router_id": r["id"]}, 400, "HTTPBadRequest"),
     ]
     for attrs, status, kind in cases:
-        got, body = await fip(api, **attrs)
+        # Only admins choose the address.
+        project = None if "floating_ip_address" in attrs else P1
+        got, body = await fip(api, project=project, **attrs)
         assert (got, error(body)) == (status, kind), attrs
+    status, body = await fip(api, project=P1, floating_network_id=ext["id"],
+                             floating_ip_address="203.0.113.160")
+    assert status == 403, body
     # Nothing was left behind by the refusals.
     _, body = await api.call("GET", "/v2.0/ports?device_owner=network:floatingip")
     assert body["ports"] == []
