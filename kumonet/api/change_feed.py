@@ -16,6 +16,11 @@ buffer's floor (compacted in the store, older than the replay, or events
 dropped to bound memory) gets :class:`FeedGone` and the agent re-snapshots,
 exactly as after an etcd compaction.
 
+Each feed also keeps the current state of its prefix (every shown key,
+pre-encoded), kept up to date by the same events, so that snapshots are
+served from memory too: a fleet of agents restarting at once costs the store
+one range per prefix per server, not one per agent.
+
 Events of one revision (one transaction) are appended without yielding to
 the event loop in between (both backends deliver a revision's events
 together), so a reader never sees half a transaction.
@@ -36,6 +41,7 @@ import orjson
 from kumonet.store.contract import (
     CompactedError,
     EventType,
+    KeyValue,
     Store,
     StoreUnavailable,
     WatchEvent,
@@ -66,12 +72,30 @@ def decode_value(raw: bytes) -> object:
         return raw.decode("utf-8", "replace")
 
 
-def encode_event(event: WatchEvent) -> bytes:
-    """An event as agents receive it, encoded once for every request."""
-    deleted = event.type is EventType.DELETE
-    return orjson.dumps({"type": event.type.value, "key": event.kv.key,
-                         "mod_revision": event.kv.mod_revision,
-                         "value": None if deleted else decode_value(event.kv.value)})
+def encode_item(kv: KeyValue) -> bytes:
+    """A key as a snapshot shows it, encoded once."""
+    return orjson.dumps({"key": kv.key, "mod_revision": kv.mod_revision,
+                         "value": decode_value(kv.value)})
+
+
+def encode_event(event: WatchEvent, item: bytes | None = None) -> bytes:
+    """An event as agents receive it, encoded once for every request. A put
+    is its snapshot item (``item``, if already encoded) with its type."""
+    if event.type is EventType.DELETE:
+        return orjson.dumps({"type": "delete", "key": event.kv.key,
+                             "mod_revision": event.kv.mod_revision, "value": None})
+    return b'{"type":"put",' + (item or encode_item(event.kv))[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Every key under a prefix at one revision (pre-encoded items)."""
+
+    revision: int
+    items: Sequence[bytes]
+
+    def body(self) -> bytes:
+        return b'{"revision":%d,"items":[%s]}' % (self.revision, b",".join(self.items))
 
 
 @dataclass(frozen=True)
@@ -113,6 +137,10 @@ class ChangeFeed:
         self.floor = 0
         # Everything up to `revision` has been seen (a valid resume point).
         self.revision = 0
+        # The state of the prefix (key -> snapshot item) as read at revision
+        # `_view_base`, plus every event after it.
+        self._view: dict[str, bytes] = {}
+        self._view_base = 0
         self._changed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
@@ -152,18 +180,20 @@ class ChangeFeed:
             # server (or this one before a restart) resumes from its revision
             # instead of re-snapshotting. Replay needs no end marker: a
             # request for a revision not replayed yet simply waits for it.
-            head = await self.store.revision()
-            start = max(1, head + 1 - self.backfill)
+            first: int | None = None
             while True:
-                self._reset(start)
+                state = await self.store.range(self.prefix)
+                if first is None:
+                    first = max(1, state.revision + 1 - self.backfill)
+                self._reset(first, state.kvs, state.revision)
                 try:
-                    await self._follow(start)
+                    await self._follow(first)
                 except CompactedError as error:
                     # The store forgot part of what we had not read yet: start
                     # over from what it still has; waiters behind get FeedGone.
                     log.info("change feed %s restarts at compacted revision %d",
                              self.prefix, error.compact_revision)
-                    start = max(error.compact_revision, start + 1)
+                    first = max(error.compact_revision, first + 1)
         except asyncio.CancelledError:
             raise
         except BaseException as error:
@@ -173,11 +203,19 @@ class ChangeFeed:
         finally:
             self._wake()
 
-    def _reset(self, start: int) -> None:
+    @property
+    def view_revision(self) -> int:
+        """The revision the prefix's state in memory is exact at."""
+        return max(self._view_base, self.revision)
+
+    def _reset(self, start: int, kvs: Sequence[KeyValue], view_base: int) -> None:
         self._entries.clear()
         self._revisions.clear()
         self.floor = start
         self.revision = start - 1
+        shown = self.shown
+        self._view = {kv.key: encode_item(kv) for kv in kvs if shown(kv.key)}
+        self._view_base = view_base
         self._ready.set()
         self._wake()
 
@@ -191,8 +229,17 @@ class ChangeFeed:
 
     def _append(self, event: WatchEvent) -> None:
         revision = event.kv.mod_revision
-        if self.shown(event.kv.key):
-            self._entries.append(_Entry(revision, event.kv.key, encode_event(event)))
+        key = event.kv.key
+        if self.shown(key):
+            item: bytes | None = None
+            if revision > self._view_base:
+                # Replayed events up to the range the view was read at are in
+                # it already; later ones are applied.
+                if event.type is EventType.DELETE:
+                    self._view.pop(key, None)
+                else:
+                    item = self._view[key] = encode_item(event.kv)
+            self._entries.append(_Entry(revision, key, encode_event(event, item)))
             self._revisions.append(revision)
             if len(self._entries) > 2 * self.buffer_events:
                 # Trim in bulk (amortized O(1)); keep whole revisions so the
@@ -207,6 +254,14 @@ class ChangeFeed:
         if revision > self.revision:
             self.revision = revision
             self._wake()
+
+    def snapshot(self, key_prefix: str) -> Snapshot:
+        """The shown keys under ``key_prefix`` (sorted), at ``view_revision``.
+        Call after :meth:`start`."""
+        self._raise_failure()
+        items = [item for key, item in sorted(self._view.items())
+                 if key.startswith(key_prefix)]
+        return Snapshot(self.view_revision, items)
 
     def _wake(self) -> None:
         # One event for all waiters: setting it resumes them on the loop's

@@ -28,6 +28,7 @@ class CountingStore:
     def __init__(self, inner: Store) -> None:
         self.inner = inner
         self.watches: list[str] = []
+        self.ranges: list[str] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -35,6 +36,10 @@ class CountingStore:
     def watch(self, prefix: str, start_revision: int) -> Any:
         self.watches.append(prefix)
         return self.inner.watch(prefix, start_revision)
+
+    async def range(self, prefix: str) -> Any:
+        self.ranges.append(prefix)
+        return await self.inner.range(prefix)
 
 
 class Cloud:
@@ -275,6 +280,11 @@ async def test_many_long_polls_share_one_store_watch(tmp_path: Path,
             assert status == 200
             assert [e["key"] for e in batch["events"]] == [
                 f"/config/neutron/networks/{net['id']}"]
+        assert counting.watches == ["/config/neutron/"]
+        # Snapshots are served from the feed's state, not from the store.
+        snaps = await asyncio.gather(*(cloud.snapshot(prefixes[i % 2]) for i in range(40)))
+        assert all(s["items"][-1]["key"].endswith(net["id"]) for s in snaps)
+        assert counting.ranges.count("/config/neutron/") == 1
         assert counting.watches == ["/config/neutron/"]
     finally:
         await api.client.close()

@@ -106,6 +106,32 @@ async def test_a_feed_starts_at_the_compacted_revision(store: Store) -> None:
     await feed.close()
 
 
+async def test_snapshot_from_memory_matches_the_store(store: Store) -> None:
+    await store.put(f"{PREFIX}a", b'{"v": 0}')
+    await store.put(f"{PREFIX}gone", b"{}")
+    feed = ChangeFeed(store, PREFIX, shown=lambda key: "/hidden/" not in key)
+    await feed.start()
+    await store.txn([], [Put(f"{PREFIX}a", b'{"v": 1}'), Put(f"{PREFIX}b/1", b"[1]"),
+                         Put(f"{PREFIX}hidden/x", b"{}")])
+    await store.delete(f"{PREFIX}gone")
+    await store.put("/config/topology/other", b"{}")
+    head = await store.revision()
+    # Follow the feed to the store's last change under the prefix.
+    since = 1
+    while feed.view_revision < head - 1:
+        since = (await feed.changes(since, wait_seconds=5)).revision + 1
+    snap = feed.snapshot(PREFIX)
+    items = [orjson.loads(i) for i in snap.items]
+    expected = [kv for kv in (await store.range(PREFIX)).kvs if "/hidden/" not in kv.key]
+    assert [(i["key"], i["mod_revision"], i["value"]) for i in items] == [
+        (kv.key, kv.mod_revision, orjson.loads(kv.value)) for kv in expected]
+    assert [i["key"] for i in items] == [f"{PREFIX}a", f"{PREFIX}b/1"]
+    assert [orjson.loads(i)["key"] for i in feed.snapshot(f"{PREFIX}b/").items] == [
+        f"{PREFIX}b/1"]
+    assert snap.revision == head - 1
+    await feed.close()
+
+
 async def test_close_answers_waiters(store: Store) -> None:
     feeds = ChangeFeeds(store, [PREFIX, "/operational/topology/"])
     feed = feeds.root_of("/config/neutron/ports/")
