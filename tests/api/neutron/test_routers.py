@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -302,3 +303,33 @@ async def test_extensions_listed(api: Api) -> None:
     aliases = {e["alias"] for e in body["extensions"]}
     assert {"router", "ext-gw-mode", "extraroute", "extraroute-atomic", "l3-ha", "dvr",
             "security-group", "stateful-security-group"} <= aliases
+
+
+async def test_racing_interface_adds_leave_no_orphan_ports(api: Api) -> None:
+    """Two overlapping subnets added at once: one wins; the loser's port is
+    removed again. A delete racing adds leaves no interface port behind."""
+    for _ in range(4):
+        _, a = await project_net(api, "10.1.0.0/24")
+        _, b = await project_net(api, "10.1.0.0/16")
+        r = await router(api)
+        results = await asyncio.gather(*[
+            action(api, r["id"], "add_router_interface", {"subnet_id": s["id"]})
+            for s in (a, b)])
+        assert sorted(status for status, _ in results) == [200, 400]
+        _, body = await api.call("GET", f"/v2.0/ports?device_id={r['id']}", project=P1)
+        assert len(body["ports"]) == 1
+        winner = next(info for status, info in results if status == 200)
+        assert [p["id"] for p in body["ports"]] == [winner["port_id"]]
+        status, _ = await action(api, r["id"], "remove_router_interface",
+                                 {"port_id": winner["port_id"]})
+        assert status == 200
+        # delete racing an add
+        outcomes = await asyncio.gather(
+            action(api, r["id"], "add_router_interface", {"subnet_id": a["id"]}),
+            api.call("DELETE", f"{R}/{r['id']}", project=P1))
+        status, _ = await api.call("GET", f"{R}/{r['id']}", project=P1)
+        _, body = await api.call("GET", f"/v2.0/ports?device_id={r['id']}", project=P1)
+        if status == 404:
+            assert outcomes[1][0] == 204 and body["ports"] == []
+        else:
+            assert outcomes[1][0] == 409 and len(body["ports"]) == 1
