@@ -8,11 +8,13 @@ Snapshot and watch
 ------------------
 
 ``GET /v1/agent/snapshot?prefix=/config/neutron/``
-    ``{"revision": N, "items": [{"key", "mod_revision", "value"}...]}``; the
-    prefix must lie under one of the served roots (``/config/neutron/``,
-    ``/config/topology/``, ``/operational/topology/``,
+    ``{"revision": N, "items": [{"key", "mod_revision", "value"}...]}``
+    (sorted by key); the prefix must lie under one of the served roots
+    (``/config/neutron/``, ``/config/topology/``, ``/operational/topology/``,
     ``/operational/neutron/``). Store bookkeeping (IPAM allocations, MAC
-    reservations, segment allocations, deletion guards) is left out.
+    reservations, segment allocations, deletion guards) is left out. Served
+    from the server's change feed (its state of the root in memory): the
+    store is read once per root per server, not once per agent.
 
 ``GET /v1/agent/watch?prefix=P&revision=R&timeout=S&limit=L``
     Long poll: as soon as there are events at revision ``>= R`` under ``P``,
@@ -67,6 +69,9 @@ Operational state
 ``PUT /v1/agent/routers/{router_id}/ha_state`` ``{"host", "state": "active"|"standby"|"fault"}``
     Stores ``/operational/neutron/l3/<router_id>/<host>`` under the host's
     lease (a dead host reports nothing). ``404`` if the host's lease expired.
+    A registration that gets a new lease (after expiry, or a new heartbeat
+    interval) leaves earlier HA states on the old one: report them again
+    after registering.
 """
 
 from __future__ import annotations
