@@ -16,7 +16,7 @@ import signal
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from kumonet.lab.command import run
+from kumonet.lab.command import run, wait_until
 from kumonet.lab.errors import LabError
 
 
@@ -138,7 +138,8 @@ async def start_detached(
     execs too), so the recorded pid is the daemon's.
     """
     _remove(pidfile)
-    script = 'echo $$ > "$0"; exec "$@"'
+    # the pid file appears atomically, with the pid of the shell that then execs
+    script = 'echo $$ > "$0.tmp" && mv "$0.tmp" "$0" && exec "$@"'
     with logfile.open("ab") as log:
         proc = await asyncio.create_subprocess_exec(
             "setsid", "-f", "sh", "-c", script, str(pidfile), *argv,
@@ -148,14 +149,25 @@ async def start_detached(
             env=None if env is None else {**os.environ, **env},
         )
         await proc.wait()
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + wait
-    while loop.time() < deadline:
+    pids: list[int] = []
+
+    def recorded() -> bool:
         pid = read_pidfile(pidfile)
         if pid is not None:
-            return pid
-        await asyncio.sleep(0.01)
-    raise LabError(f"{argv[0]} did not start (no pid in {pidfile}); see {logfile}")
+            pids.append(pid)
+        return pid is not None
+
+    await wait_until(recorded, f"{argv[0]} did not start (see {logfile})", time_limit=wait)
+    pid = pids[-1]
+
+    def exec_done() -> bool:
+        # until the exec completes the pid is still the wrapper shell (or,
+        # during the exec itself, has an empty command line)
+        line = cmdline(pid)
+        return not is_alive(pid) or (bool(line) and 'exec "$@"' not in line)
+
+    await wait_until(exec_done, f"{argv[0]} did not start (see {logfile})", time_limit=wait)
+    return pid
 
 
 async def kill_tree_of_files(pidfiles: Iterable[Path], marker: str) -> None:
