@@ -57,7 +57,7 @@ Operational state
 ``PUT /v1/agent/ports/{port_id}/status`` ``{"status": "ACTIVE"|"DOWN", "host"}``
     Sets the port's ``status`` and, as Neutron's OVS agent binding does,
     ``binding:host_id`` (if empty), ``binding:vif_type`` ``ovs`` and
-    ``binding:vif_details``; through the ports' own update (revision bump,
+    ``binding:vif_details``; through the ports' guarded plain update (revision bump,
     guarded). No write when nothing changes. ``409`` if the port is bound to
     another host. Answers ``{"port": {"id", "status", "revision_number"}}``.
 
@@ -240,10 +240,7 @@ class AgentSync:
             raise BadRequest("'port_id' must be a string")
         found = await self.ports.repository.get(port_id)
         port = found.resource
-        bound = port.get("binding:host_id") or ""
-        if bound and bound != host["host"]:
-            raise Conflict(f"Port {port_id} is bound to host {bound}, not {host['host']}.",
-                           type_name="PortBoundToOtherHost")
+        self._check_binding(port, host["host"])
         changes: dict[str, Any] = {"status": status, "binding:host_id": host["host"],
                                    "binding:vif_type": "ovs",
                                    "binding:vif_details": vif_details(host)}
@@ -252,7 +249,18 @@ class AgentSync:
             changes = {"status": status}
         if all(port.get(k) == v for k, v in changes.items()):
             return port
-        return await self.ports.update(ADMIN, port_id, changes, None)
+        # Status and binding only: the plain guarded update (revision bump),
+        # re-checking the binding on the port as it is when written.
+        return await self.ports.update_plain(
+            ADMIN, port_id, changes, None,
+            check=lambda old, _new: self._check_binding(old, host["host"]))
+
+    @staticmethod
+    def _check_binding(port: Resource, host: str) -> None:
+        bound = port.get("binding:host_id") or ""
+        if bound and bound != host:
+            raise Conflict(f"Port {port['id']} is bound to host {bound}, not {host}.",
+                           type_name="PortBoundToOtherHost")
 
     @staticmethod
     def _port_answer(port: Resource) -> dict[str, Any]:
