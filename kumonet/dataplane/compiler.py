@@ -244,6 +244,8 @@ class PlanCompiler:
                 remote_by_net.setdefault(port.network_id, []).append(port)
 
         tunnel_ports: set[TunnelPort] = set()
+        # Remote ports share their host's tunnel: look it up once per host and type.
+        tunnel_of_host: dict[tuple[str, str], int | None] = {}
         tunnels_here = tuple(sorted(facts.tunnel_ofports.items()))
         unit_flows = [unit(("host", tunnels_here), self._host_unit(tunnels_here))]
         dhcp_networks = {
@@ -258,9 +260,14 @@ class PlanCompiler:
             for local in locals_:
                 unit_flows.append(unit(("local", local), self._local_port_unit(local, key)))
             for port in remote_by_net.get(network_id, []):
-                tunnel_ofport = self._remote_tunnel(
-                    intent, facts, network, port, tunnel_ports, notes
-                )
+                where = (network.network_type, port.host)
+                if where in tunnel_of_host:
+                    tunnel_ofport = tunnel_of_host[where]
+                else:
+                    tunnel_ofport = self._remote_tunnel(
+                        intent, facts, network, port, tunnel_ports, notes
+                    )
+                    tunnel_of_host[where] = tunnel_ofport
                 if network.is_tunneled and tunnel_ofport is not None:
                     flood.add(tunnel_ofport)
                     if not port.enforces_port_security:
@@ -294,10 +301,10 @@ class PlanCompiler:
         unit_flows += self._security_group_units(intent, filtered, unit, notes)
 
         integration: dict[int, Flow] = {}
-        keys: dict[tuple[int, int, tuple[tuple[str, str], ...]], Flow] = {}
+        keys: dict[str, Flow] = {}
         for flows in unit_flows:
             for flow in flows:
-                other = keys.setdefault(flow.key(), flow)
+                other = keys.setdefault(flow.entry, flow)
                 if other is not flow and other.cookie != flow.cookie:
                     notes.append(f"conflict, kept the first: {other.body} | dropped {flow.body}")
                     continue

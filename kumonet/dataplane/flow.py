@@ -337,6 +337,9 @@ class Flow:
     # Derived once at build time (every flow is rendered and diffed by cookie).
     body: str = field(init=False, compare=False, repr=False)
     cookie: int = field(init=False, compare=False, repr=False)
+    # Table, priority and match as text: what OpenFlow considers the same entry
+    # (a str caches its hash, so the compiler's conflict check stays cheap).
+    entry: str = field(init=False, compare=False, repr=False)
     _head_length: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -346,13 +349,15 @@ class Flow:
         if self.match:
             tail = "," + ",".join([f"{name}={value}" for name, value in self.match])
         actions = ",".join([action.render() for action in self.actions]) or "drop"
-        body = f"{head}{tail} actions={actions}"
+        entry = f"{head}{tail}"
+        body = f"{entry} actions={actions}"
         digest = hashlib.blake2b(body.encode(), digest_size=8).digest()
         cookie = (COOKIE_MARKER << COOKIE_MARKER_SHIFT) | (
             int.from_bytes(digest, "big") & COOKIE_HASH_MASK
         )
         object.__setattr__(self, "body", body)
         object.__setattr__(self, "cookie", cookie)
+        object.__setattr__(self, "entry", entry)
         object.__setattr__(self, "_head_length", len(head))
 
     def render(self) -> str:

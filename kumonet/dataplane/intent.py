@@ -96,12 +96,13 @@ class Port:
     def member_addresses(self) -> tuple[str, ...]:
         """What a remote-group rule naming one of this port's groups matches: its
         fixed IPs and its allowed address pairs (addresses or CIDRs), deduplicated."""
-        found: list[str] = []
-        for fixed in self.fixed_ips:
-            _append_new(found, _normalise_address(fixed.ip_address))
+        # Called for every port of the cloud on each compile: plain addresses are
+        # taken as they are (OVS parses them); only CIDRs go through ipaddress.
+        found = [fixed.ip_address for fixed in self.fixed_ips]
         for pair in self.allowed_address_pairs:
-            _append_new(found, _normalise_address(pair.ip_address))
-        return tuple(found)
+            text = pair.ip_address
+            found.append(_normalise_address(text) if "/" in text else text)
+        return tuple(dict.fromkeys(found))
 
     def macs(self) -> tuple[str, ...]:
         """The MACs this port may send from: its own first, then the pairs', deduplicated."""
