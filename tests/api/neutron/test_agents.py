@@ -4,6 +4,8 @@ real SQLite store; and ``openstack network agent list`` through the CLI."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +18,7 @@ from kumonet.api.config import ServerConfig
 from kumonet.model.agent import agent_id
 from kumonet.store.contract import Store
 from tests.api.conftest import Api, start_api
-from tests.api.test_main import Server, _cli
+from tests.api.test_main import VENV_BIN, Server, _cli
 
 OVS, DHCP, L3, META = "Open vSwitch agent", "DHCP agent", "L3 agent", "Metadata agent"
 ROUTER = "9b7c1a2e-3f4d-4e5f-8a6b-7c8d9e0f1a2b"
@@ -183,6 +185,14 @@ async def test_l3_scheduling(cloud: tuple[Api, Store]) -> None:
     assert [a["host"] for a in body["agents"]] == ["network1"]
 
 
+def _cli_plain(server: Server, *args: str) -> None:
+    """A CLI command that prints nothing (no ``-f json``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    subprocess.run([str(VENV_BIN / "openstack"), "--os-auth-type", "none", "--os-endpoint",
+                    server.url + "/", *args], capture_output=True, check=True, env=env,
+                   timeout=120)
+
+
 def test_openstack_network_agent_list(tmp_path: Path) -> None:
     server = Server(tmp_path, "sqlite:///kumonet.db")
     server.start()
@@ -206,5 +216,24 @@ def test_openstack_network_agent_list(tmp_path: Path) -> None:
                                            for t in ts}
         shown = _cli(server, "network", "agent", "show", agent_id("network1", DHCP))
         assert shown["agent_type"] == "DHCP agent" and shown["host"] == "network1"
+        # Seed 002's l3-agent-list-hosting-router, by manual scheduling.
+        router = _cli(server, "router", "create", "--ha", "demo-router")
+        for host in ("network1", "network2"):
+            _cli_plain(server, "network", "agent", "add", "router", "--l3",
+                       agent_id(host, L3), "demo-router")
+        request = urllib.request.Request(
+            f"{server.url}/v1/agent/routers/{router['id']}/ha_state", method="PUT",
+            data=json.dumps({"host": "network1", "state": "active"}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.status == 200
+        hosting = _cli(server, "network", "agent", "list", "--router", "demo-router",
+                       "--long")
+        assert sorted((r["Host"], r["HA State"]) for r in hosting) == [
+            ("network1", "active"), ("network2", "standby")]
+        _cli_plain(server, "network", "agent", "remove", "router", "--l3",
+                   agent_id("network2", L3), "demo-router")
+        hosting = _cli(server, "network", "agent", "list", "--router", "demo-router")
+        assert [r["Host"] for r in hosting] == ["network1"]
     finally:
         server.stop()
