@@ -94,7 +94,7 @@ async def _up(args: argparse.Namespace) -> int:
 async def _down(args: argparse.Namespace) -> int:
     from kumonet.lab.lab import Lab
 
-    report = await Lab.teardown(args.prefix, root=args.root)
+    report = await Lab.teardown(args.prefix, root=args.root, keep_logs=args.keep_logs)
     if not report.anything:
         print(f"lab {args.prefix}: nothing to remove")
         return 0
@@ -103,6 +103,7 @@ async def _down(args: argparse.Namespace) -> int:
         f" namespaces removed: {' '.join(report.namespaces) or '-'}"
         + (f", stray interfaces removed: {' '.join(report.interfaces)}"
            if report.interfaces else "")
+        + (f", logs kept in {report.logs}" if report.logs else "")
     )
     return 0
 
@@ -259,8 +260,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     up.add_argument("--keep-on-failure", action="store_true",
                     help="leave a failed lab in place for inspection (then run down)")
 
-    _leaf(groups, "down", _down,
-          "remove everything of the lab (also after a crash): processes, namespaces, files")
+    down = _leaf(groups, "down", _down,
+                 "remove everything of the lab (also after a crash): processes, namespaces, files")
+    down.add_argument("--keep-logs", type=Path, metavar="DIR",
+                      help="copy the lab's logs to DIR/<prefix>-<time>/ first")
     status = _leaf(groups, "status", _status, "hosts, their processes, VMs with MAC/IP/host")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 

@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -32,7 +33,7 @@ from kumonet.lab.layout import (
     host_name,
     tap_name,
 )
-from kumonet.lab.neutron import NeutronClient, PortInfo
+from kumonet.lab.neutron import DEFAULT_SERVER, NeutronClient, PortInfo
 from kumonet.lab.ovs import HostOVS
 from kumonet.lab.process import (
     find_by_marker,
@@ -96,6 +97,7 @@ class TeardownReport:
     namespaces: tuple[str, ...]
     interfaces: tuple[str, ...]
     run_dir_removed: bool
+    logs: Path | None = None
 
     @property
     def anything(self) -> bool:
@@ -165,6 +167,8 @@ class Lab:
                 f" run `kumonet lab down --prefix {prefix}`"
             )
         names = [host_name(i) for i in range(1, hosts + 1)]
+        if agents and not server_urls:
+            server_urls = (DEFAULT_SERVER,)
         state = LabState(
             prefix=prefix,
             hosts=tuple(
@@ -365,8 +369,6 @@ class Lab:
             return server_url
         if self.state.server_urls:
             return self.state.server_urls[0]
-        from kumonet.lab.neutron import DEFAULT_SERVER
-
         return DEFAULT_SERVER
 
     async def add_vm(
@@ -590,13 +592,15 @@ class Lab:
 
     @classmethod
     async def teardown(
-        cls, prefix: str = DEFAULT_PREFIX, *, root: Path = DEFAULT_ROOT
+        cls, prefix: str = DEFAULT_PREFIX, *, root: Path = DEFAULT_ROOT,
+        keep_logs: Path | None = None,
     ) -> TeardownReport:
         """Remove everything of lab ``prefix``, with or without its state:
         the API ports its VMs created, processes (pid files, then a scan for
         any process naming the run directory, then whatever still runs in the
         lab's namespaces), namespaces by prefix, stray interfaces by prefix,
-        and the run directory. Safe to repeat."""
+        and the run directory. Safe to repeat. With ``keep_logs``, the logs
+        (OVS, agents, relay, dhclient) are first copied below that directory."""
         layout = LabLayout(prefix, root)
         marker = f"{layout.run_dir}/"
         await _release_ports(layout)
@@ -615,11 +619,25 @@ class Lab:
         for name in interfaces:
             await run(["ip", "link", "del", name], check=False)
         removed = layout.run_dir.exists()
+        kept = None
+        if removed and keep_logs is not None:
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            kept = _copy_logs(layout.run_dir, keep_logs / f"{prefix}-{stamp}")
         if removed:
             shutil.rmtree(layout.run_dir)
         with contextlib.suppress(OSError):
             layout.root.rmdir()  # only when no other lab is left
-        return TeardownReport(tuple(sorted(pids)), tuple(namespaces), tuple(interfaces), removed)
+        return TeardownReport(
+            tuple(sorted(pids)), tuple(namespaces), tuple(interfaces), removed, kept
+        )
+
+
+def _copy_logs(run_dir: Path, target: Path) -> Path:
+    for log_file in run_dir.glob("**/*.log"):
+        dest = target / log_file.relative_to(run_dir)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(log_file, dest)
+    return target
 
 
 def _is_socket(path: Path) -> bool:

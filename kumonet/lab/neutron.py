@@ -12,8 +12,6 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from kumonet.lab.errors import LabError
 
 DEFAULT_SERVER = "http://127.0.0.1:9696"
@@ -40,12 +38,17 @@ def _port_info(port: dict[str, Any]) -> PortInfo:
 class NeutronClient:
     def __init__(self, url: str, timeout: float = 10.0) -> None:
         self.url = url.rstrip("/")
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        # imported here: most lab commands never talk to the API, and aiohttp
+        # is the slowest import of the CLI
+        import aiohttp
+
+        limit = aiohttp.ClientTimeout(total=self._timeout)
         try:
             async with (
-                aiohttp.ClientSession(timeout=self._timeout) as session,
+                aiohttp.ClientSession(timeout=limit) as session,
                 session.request(method, f"{self.url}/v2.0{path}", json=body) as response,
             ):
                 if response.status == 204:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -237,7 +238,7 @@ async def test_down_stops_processes_left_in_the_lab_namespaces(lab_factory: LabF
             await stray.wait()
 
 
-def test_cli_up_status_down(lab_skip: None) -> None:
+def test_cli_up_status_exec_down(lab_skip: None, tmp_path: Path) -> None:
     prefix = unique_prefix()
     kumonet = [sys.executable, "-m", "kumonet.cli.main", "lab"]
     try:
@@ -256,10 +257,28 @@ def test_cli_up_status_down(lab_skip: None) -> None:
         missing = subprocess.run([*kumonet, "status", "--prefix", unique_prefix()],
                                  capture_output=True, text=True, check=False)
         assert missing.returncode == 1 and "no lab" in missing.stderr
-        down = subprocess.run([*kumonet, "down", "--prefix", prefix],
-                              capture_output=True, text=True, check=False)
+        lab = Lab.load(prefix)
+        asyncio.run(lab.add_vm("v", "host2", port_id=PORT_A, mac="fa:16:3e:00:00:0a"))
+        shown = subprocess.run(
+            [*kumonet, "vm", "exec", "v", "--prefix", prefix, "--", "ip", "-o", "link"],
+            capture_output=True, text=True, check=False)
+        assert shown.returncode == 0 and "fa:16:3e:00:00:0a" in shown.stdout, shown.stderr
+        failed = subprocess.run(
+            [*kumonet, "vm", "exec", "--prefix", prefix, "v", "--", "false"], check=False)
+        assert failed.returncode == 1
+        flows = subprocess.run([*kumonet, "flows", "host2", "--prefix", prefix],
+                               capture_output=True, text=True, check=False)
+        assert flows.returncode == 0 and flows.stdout == ""  # secure, no flows yet
+        status = subprocess.run([*kumonet, "status", "--prefix", prefix, "--json"],
+                                capture_output=True, text=True, check=False)
+        assert json.loads(status.stdout)["vms"][0]["host"] == "host2"
+        down = subprocess.run(
+            [*kumonet, "down", "--prefix", prefix, "--keep-logs", str(tmp_path)],
+            capture_output=True, text=True, check=False)
         assert down.returncode == 0, down.stderr
-        assert "down:" in down.stdout
+        assert "down:" in down.stdout and "logs kept" in down.stdout
+        kept = next(tmp_path.iterdir())
+        assert (kept / "hosts" / "host1" / "ovs-vswitchd.log").exists()
         assert not Path(DEFAULT_ROOT / prefix).exists()
     finally:
         asyncio.run(Lab.teardown(prefix))
