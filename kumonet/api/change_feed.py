@@ -306,7 +306,7 @@ class ChangeFeed:
         while True:
             self._raise_failure()
             if self._closed:
-                return Batch(self.revision, ())
+                return Batch(max(self.revision, since - 1), ())
             if since < self.floor:
                 raise FeedGone(self.floor)
             batch = self._collect(since, wanted, limit)

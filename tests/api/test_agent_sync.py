@@ -395,3 +395,34 @@ async def test_bad_watch_requests(cloud: Cloud) -> None:
         assert status == 400, (query, answer)
     status, _ = await cloud.api.call("GET", "/v1/agent/snapshot?prefix=/")
     assert status == 400
+
+
+def test_server_shutdown_answers_parked_polls(tmp_path: Path) -> None:
+    import threading
+    import time
+    import urllib.request
+
+    from tests.api.test_main import Server
+
+    server = Server(tmp_path, "sqlite:///kumonet.db")
+    server.start()
+    answers: list[Any] = []
+
+    def poll() -> None:
+        url = f"{server.url}/v1/agent/watch?prefix=/config/neutron/&revision=1000&timeout=300"
+        with urllib.request.urlopen(url, timeout=600) as resp:
+            answers.append((resp.status, orjson.loads(resp.read())))
+
+    try:
+        snap = server.get("/v1/agent/snapshot?prefix=/config/neutron/")
+        poller = threading.Thread(target=poll)
+        poller.start()
+        # Give the poll time to park (setup, not a measurement): it asks for
+        # a revision far ahead, and stopping the server must answer it rather
+        # than wait out its 300 s.
+        time.sleep(0.5)
+    finally:
+        server.stop()
+    poller.join()
+    assert answers == [(200, {"revision": 999, "events": []})]
+    assert snap["items"] == []
