@@ -6,8 +6,9 @@ Nothing here does I/O or reads a clock; the agent is the shell around it
 Modules:
 
 - `intent`   — frozen intent types (`Network`, `Subnet`, `Port`, `Host`,
-  `Intent`), the host's `HostFacts`, and `from_neutron(networks, subnets,
-  ports, hosts)` from Neutron API JSON.
+  `SecurityGroup`, `SecurityGroupRule`, `Intent`), the host's `HostFacts`, and
+  `from_neutron(networks, subnets, ports, hosts, security_groups)` from Neutron
+  API JSON (`security_group_from_neutron` for one stored group).
 - `pipeline` — the br-int OpenFlow pipeline declared once as data
   (`KUMONET_PIPELINE`): tables, their matches, next tables, miss actions,
   registers; `describe_pipeline()` renders it as Markdown.
@@ -17,7 +18,10 @@ Modules:
 - `compiler` — `compile_host(intent, facts) -> HostPlan` (flows per bridge by
   cookie, tunnel ports, patch ports), `PlanCompiler` (same result, reuses
   per-port/per-network units between calls), `diff_flows(desired, installed)`.
-- `oftable`  — an in-memory OpenFlow table model for tests (`OpenFlowTables`).
+- `security_group` — security groups as stateful conntrack ACLs (per-port
+  zones, rules shared per host, remote groups as conjunctive matches).
+- `oftable`  — an in-memory OpenFlow table model for tests (`OpenFlowTables`,
+  with conjunctive matches and a toy `ConnectionTable`).
 - `dhcp`     — `answer_dhcp(frame, intent, port_id)`: the DHCPv4 reply frame.
 
 The agent's loop, in short::

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import pytest
+
 from kumonet.dataplane.intent import (
     AddressPair,
     FixedIp,
     Host,
     HostRoute,
+    SecurityGroupRule,
     from_neutron,
     hosts_from_agents,
     network_key,
     port_from_neutron,
+    protocol_number,
+    security_group_from_neutron,
+    security_group_rule_from_neutron,
 )
 
 NEUTRON_PORT = {
@@ -93,3 +99,78 @@ def test_network_key_is_stable_and_distinct() -> None:
     assert network_key("net-1") == network_key("net-1")
     assert len({network_key(f"net-{i}") for i in range(1000)}) == 1000
     assert 0 < network_key("x") < 2**64
+
+
+# ------------------------------------------------------------ security groups
+
+# A group as the API stores it (/config/neutron/security_groups/<id>): rules embedded.
+STORED_GROUP = {
+    "id": "sg-1",
+    "name": "default",
+    "stateful": True,
+    "tenant_id": "p1",
+    "security_group_rules": [
+        {"id": "r3", "security_group_id": "sg-1", "direction": "ingress", "ethertype": "IPv4",
+         "protocol": "tcp", "port_range_min": 22, "port_range_max": 22,
+         "remote_ip_prefix": "0.0.0.0/0", "normalized_cidr": "0.0.0.0/0",
+         "remote_group_id": None, "remote_address_group_id": None},
+        {"id": "r1", "security_group_id": "sg-1", "direction": "egress", "ethertype": "IPv6",
+         "protocol": None, "port_range_min": None, "port_range_max": None,
+         "remote_ip_prefix": None, "normalized_cidr": "::/0", "remote_group_id": None},
+        {"id": "r2", "security_group_id": "sg-1", "direction": "ingress", "ethertype": "IPv6",
+         "protocol": "icmp", "port_range_min": 128, "port_range_max": None,
+         "remote_ip_prefix": None, "remote_group_id": "sg-1"},
+        {"id": "r4", "direction": "ingress", "ethertype": "IPv4", "protocol": "112",
+         "remote_ip_prefix": "10.0.0.5/24"},
+    ],
+}  # fmt: skip
+
+
+def test_security_group_from_neutron() -> None:
+    group = security_group_from_neutron(STORED_GROUP)
+    assert group.id == "sg-1" and group.stateful
+    assert [rule.id for rule in group.rules] == ["r1", "r2", "r3", "r4"]  # order-free value
+    r1, r2, r3, r4 = group.rules
+    assert r1 == SecurityGroupRule("r1", "egress", "IPv6")
+    # ICMP in an IPv6 rule means ICMPv6, as Neutron's drivers read it.
+    assert (r2.protocol, r2.port_range_min, r2.port_range_max) == (58, 128, None)
+    assert r2.remote_group_id == "sg-1" and r2.is_ipv6
+    assert (r3.protocol, r3.port_range_min, r3.port_range_max) == (6, 22, 22)
+    assert r3.remote_ip_prefix == "0.0.0.0/0"
+    # A protocol number as text; a prefix with host bits set is normalised.
+    assert r4.protocol == 112 and r4.remote_ip_prefix == "10.0.0.0/24"
+    shuffled = {**STORED_GROUP, "security_group_rules": STORED_GROUP["security_group_rules"][::-1]}
+    assert security_group_from_neutron(shuffled) == group
+    assert not security_group_from_neutron({**STORED_GROUP, "stateful": False}).stateful
+
+
+@pytest.mark.parametrize(
+    ("value", "ethertype", "number"),
+    [(None, "IPv4", None), ("any", "IPv4", None), ("tcp", "IPv4", 6), ("UDP", "IPv4", 17),
+     ("icmp", "IPv4", 1), ("icmp", "IPv6", 58), ("ipv6-icmp", "IPv6", 58), ("icmpv6", "IPv6", 58),
+     (1, "IPv6", 58), ("6", "IPv4", 6), (132, "IPv4", 132)],
+)  # fmt: skip
+def test_protocol_by_name_or_number(value: object, ethertype: str, number: int | None) -> None:
+    assert protocol_number(value, ethertype) == number
+
+
+def test_malformed_rules_raise() -> None:
+    with pytest.raises(ValueError):
+        security_group_rule_from_neutron({"id": "x", "direction": "sideways"})
+    with pytest.raises(ValueError):
+        security_group_rule_from_neutron(
+            {"id": "x", "direction": "ingress", "ethertype": "IPv6",
+             "remote_ip_prefix": "10.0.0.0/8"}
+        )  # fmt: skip
+    with pytest.raises((ValueError, KeyError)):
+        security_group_rule_from_neutron({"id": "x", "direction": "ingress", "protocol": "nope"})
+
+
+def test_ports_carry_their_groups_and_member_addresses() -> None:
+    port = port_from_neutron({**NEUTRON_PORT, "security_groups": ["sg-1", "sg-2"]})
+    assert port.security_groups == ("sg-1", "sg-2")
+    # Fixed IPs and allowed address pairs are the addresses a remote group matches.
+    assert port.member_addresses() == ("10.0.0.5", "10.0.0.100", "10.0.1.0/24", "10.0.0.7")
+    intent = from_neutron([], [], [NEUTRON_PORT], {}, [STORED_GROUP])
+    assert set(intent.security_groups) == {"sg-1"}
+    assert port_from_neutron(NEUTRON_PORT).security_groups == ()

@@ -6,7 +6,10 @@ import pytest
 
 from kumonet.dataplane.flow import (
     Clone,
+    Conjunction,
+    Conntrack,
     Controller,
+    CtClear,
     Goto,
     Output,
     PipelineError,
@@ -29,7 +32,7 @@ def test_table_numbers_derive_from_the_declaration_order() -> None:
     assert numbers == [i * TABLE_STRIDE for i in range(len(P.tables))]
     assert P.table("classify").number == 0
     names = [table.name for table in P.tables]
-    # The ACL tables exist now (allow), in the order a packet meets them.
+    # The ACL tables, in the order a packet meets them.
     assert names.index("port_security") < names.index("egress_acl") < names.index("l2_lookup")
     assert names.index("l2_lookup") < names.index("ingress_acl") < names.index("output")
 
@@ -117,3 +120,38 @@ def test_the_diagram_lists_every_table_and_register() -> None:
         assert f"| {table.number} | {table.name} |" in text
     for register in P.registers:
         assert f"| {register.name} | {register.field} |" in text
+
+
+def test_conntrack_and_conjunctions_are_declared_per_table() -> None:
+    egress_ct = P.table("egress_ct")
+    ip: dict[str, str | int] = {"dl_type": "0x800"}
+    to_acl = Conntrack("reg5", table=P.table("egress_acl"))
+    assert egress_ct.flow(1, ip, [to_acl]).body.endswith(
+        f"actions=ct(table={P.table('egress_acl').number},zone=NXM_NX_REG5[0..15])"
+    )
+    # The zone is the declared register of the table: the sender's port in egress.
+    with pytest.raises(PipelineError, match="zone"):
+        egress_ct.flow(1, ip, [Conntrack("reg7", table=P.table("egress_acl"))])
+    with pytest.raises(PipelineError, match="may not use ct zone"):
+        P.table("egress_rules").flow(1, ip, [Conntrack("reg5")])
+    with pytest.raises(PipelineError, match="IPv4 or IPv6"):
+        egress_ct.flow(1, {}, [to_acl])
+    with pytest.raises(PipelineError, match="ct\\(table"):
+        egress_ct.flow(1, ip, [Conntrack("reg5", table=P.table("ingress_acl"))])
+    with pytest.raises(PipelineError, match="conntrack"):
+        P.table("egress_rules").flow(1, ip, [CtClear()])
+    rules = P.table("egress_rules")
+    assert rules.flow(1, ip, [Conjunction(7, 1, 2)]).body.endswith("conjunction(7,1/2)")
+    with pytest.raises(PipelineError, match="no other actions"):
+        rules.flow(1, ip, [Conjunction(7, 1, 2), SetField("reg3", "0x4/0x4")])
+    with pytest.raises(PipelineError, match="conjunctive"):
+        P.table("egress_acl").flow(1, ip, [Conjunction(7, 1, 2)])
+
+
+def test_flag_fields_render_and_need_their_prerequisites() -> None:
+    acl = P.table("egress_acl")
+    flow = acl.flow(5, {"ct_state": "+new+trk", "dl_type": "0x800", "nw_proto": 6,
+                        "tcp_flags": "-syn"})  # fmt: skip
+    assert "ct_state=+new+trk,dl_type=0x800,nw_proto=6,tcp_flags=-syn" in flow.body
+    with pytest.raises(PipelineError, match="tcp_flags needs nw_proto"):
+        acl.flow(5, {"dl_type": "0x800", "nw_proto": 17, "tcp_flags": "-syn"})
