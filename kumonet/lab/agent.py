@@ -64,9 +64,12 @@ def agent_available() -> bool:
         return False
 
 
-def agent_argv(config_file: Path) -> Sequence[str]:
-    """The installed ``kumonet-agent`` script next to this interpreter, else
-    the module run by this interpreter."""
+def agent_argv(config_file: Path, command: Sequence[str] | None = None) -> Sequence[str]:
+    """``command`` if given, else the installed ``kumonet-agent`` script next
+    to this interpreter, else the module run by this interpreter; plus
+    ``--config FILE``."""
+    if command is not None:
+        return [*command, "--config", str(config_file)]
     script = Path(sys.executable).with_name("kumonet-agent")
     if script.exists():
         return [str(script), "--config", str(config_file)]

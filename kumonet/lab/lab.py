@@ -148,10 +148,13 @@ class Lab:
         underlay_mtu: int = 1500,
         tunnel_types: Sequence[str] = ("vxlan",),
         cleanup_on_failure: bool = True,
+        agent_command: Sequence[str] | None = None,
     ) -> Lab:
         """Create hosts ``host1..hostN``, the underlay, and (when asked and
         available) one agent per host. On failure the half-built lab is torn
-        down (unless ``cleanup_on_failure`` is false) and the error re-raised."""
+        down (unless ``cleanup_on_failure`` is false) and the error re-raised.
+        ``agent_command`` replaces ``kumonet-agent`` (``--config FILE`` is
+        appended), e.g. to run another build or a stand-in in tests."""
         layout = LabLayout(prefix, root)
         if not 1 <= hosts <= 99:
             raise LabError(f"--hosts must be 1..99, not {hosts}")
@@ -192,7 +195,7 @@ class Lab:
             await lab._create_underlay()
             await asyncio.gather(*(lab._create_host(host) for host in state.hosts))
             if agents:
-                started = await lab._start_agents()
+                started = await lab._start_agents(agent_command)
                 lab.state = replace(lab.state, agents=started)
             write_json_atomically(layout.state_file, lab.state.to_json())
         except BaseException:
@@ -319,8 +322,8 @@ class Lab:
         # Every lab process names a file below the run directory.
         return f"{self.layout.run_dir}/"
 
-    async def _start_agents(self) -> bool:
-        if not agent_mod.agent_available():
+    async def _start_agents(self, command: Sequence[str] | None) -> bool:
+        if command is None and not agent_mod.agent_available():
             log.warning(
                 "kumonet-agent is not available yet (%s missing): hosts are up"
                 " without agents", agent_mod.AGENT_MODULE,
@@ -340,7 +343,7 @@ class Lab:
             config_file.write_text(config.render())
             (Path(host.dir) / "agent").mkdir(exist_ok=True)
             await start_detached(
-                in_netns(host.netns, agent_mod.agent_argv(config_file)),
+                in_netns(host.netns, agent_mod.agent_argv(config_file, command)),
                 pidfile=Path(host.dir) / "agent.pid",
                 logfile=Path(host.dir) / "agent.log",
                 env=self.ovs(host.name).env,

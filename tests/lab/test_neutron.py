@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
+import os
 import socket
 import sys
 from collections.abc import AsyncIterator
@@ -13,7 +15,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from kumonet.lab.command import wait_until
 from kumonet.lab.errors import LabError
+from kumonet.lab.process import find_by_marker
 from tests.lab.conftest import LabFactory
 
 pytestmark = pytest.mark.lab
@@ -98,3 +102,32 @@ async def test_vm_add_creates_or_binds_the_port_like_nova(
     await lab.down()
     port = (await api(server, "GET", f"/ports/{given['id']}"))["port"]
     assert port["binding:host_id"] == "" and port["device_id"] == ""
+
+
+async def test_agents_start_in_their_hosts_and_reach_server_and_ovs(
+    lab_factory: LabFactory, server: str
+) -> None:
+    await api(server, "POST", "/networks", {"network": {"name": "seen-by-agents"}})
+    standin = [sys.executable, str(Path(__file__).with_name("standin_agent.py"))]
+    lab = await lab_factory.up(2, server_urls=[server], agents=True, agent_command=standin)
+    assert lab.state.agents
+
+    for host in lab.state.hosts:
+        found_file = Path(host.dir) / "agent" / "standin.json"
+        await wait_until(found_file.exists, f"the agent of {host.name} reported nothing")
+        found = json.loads(found_file.read_text())
+        host_netns = os.stat(f"/run/netns/{host.netns}").st_ino
+        assert found == {
+            "host": host.name,
+            "networks": ["seen-by-agents"],
+            "bridges": ["br-int", "br-phy"],
+            "br_int_reachable": True,
+            "ovs_rundir": host.dir,
+            "netns_inode": host_netns,
+        }
+    status = await lab.status()
+    for host_status in status.hosts:
+        assert {p.name: p.alive for p in host_status.processes}["kumonet-agent"]
+    assert status.relay is not None and status.relay.alive
+    await lab.down()
+    assert find_by_marker(f"{lab.layout.run_dir}/") == []
