@@ -24,8 +24,10 @@ Snapshot and watch
     ``S`` seconds (default 30, at most 300) ``{"revision": current,
     "events": []}``. Either way the next request asks for ``revision + 1``.
     ``410`` with ``{"compact_revision": F, ...}`` if ``R`` is older than this
-    server can serve (compacted, or from before this server's feed
-    started): re-snapshot and watch from the new revision + 1.
+    server can serve (compacted in the store, or older than the history the
+    server's feed replayed when it started), or newer than the store ever
+    reached (a replaced or restored store): re-snapshot and watch from the
+    new revision + 1.
 
     Why long poll rather than a streamed NDJSON response: every request is
     independent, so an agent can move to another server behind the load
@@ -57,8 +59,8 @@ Operational state
 ``PUT /v1/agent/ports/{port_id}/status`` ``{"status": "ACTIVE"|"DOWN", "host"}``
     Sets the port's ``status`` and, as Neutron's OVS agent binding does,
     ``binding:host_id`` (if empty), ``binding:vif_type`` ``ovs`` and
-    ``binding:vif_details``; through the ports' guarded plain update (revision bump,
-    guarded). No write when nothing changes. ``409`` if the port is bound to
+    ``binding:vif_details``; through the ports' guarded plain update (revision
+    bump). No write when nothing changes. ``409`` if the port is bound to
     another host. Answers ``{"port": {"id", "status", "revision_number"}}``.
 
 ``PUT /v1/agent/ports/status`` ``{"host", "ports": [{"port_id", "status"}...]}``

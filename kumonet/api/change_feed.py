@@ -300,6 +300,11 @@ class ChangeFeed:
         with the revision reached. :class:`FeedGone` if ``since`` is older
         than the buffer."""
         await self.start()
+        if since > self.view_revision + 1 and since > await self.store.revision() + 1:
+            # A revision the store never reached: the agent's state comes from
+            # another store (restored, or replaced). Waiting would hide every
+            # change until the store catches up; re-snapshotting fixes it.
+            raise FeedGone(self.floor)
         wanted = key_prefix or self.prefix
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_seconds

@@ -132,6 +132,16 @@ async def test_snapshot_from_memory_matches_the_store(store: Store) -> None:
     await feed.close()
 
 
+async def test_a_revision_the_store_never_reached_is_gone(store: Store) -> None:
+    feed = ChangeFeed(store, PREFIX)
+    head = await store.revision()
+    with pytest.raises(FeedGone):
+        await feed.changes(head + 100, wait_seconds=0)
+    # The next revision is a normal wait.
+    assert (await feed.changes(head + 1, wait_seconds=0)).events == ()
+    await feed.close()
+
+
 async def test_close_answers_waiters(store: Store) -> None:
     feeds = ChangeFeeds(store, [PREFIX, "/operational/topology/"])
     feed = feeds.root_of("/config/neutron/ports/")
