@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import shlex
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -77,6 +78,7 @@ async def _up(args: argparse.Namespace) -> int:
         agents=not args.no_agents,
         underlay_mtu=args.underlay_mtu,
         cleanup_on_failure=not args.keep_on_failure,
+        agent_command=shlex.split(args.agent_command) if args.agent_command else None,
     )
     elapsed = time.monotonic() - started
     print(f"lab {lab.layout.prefix} up in {elapsed:.2f} s, state in {lab.layout.run_dir}")
@@ -255,6 +257,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         " (default http://127.0.0.1:9696; loopback servers are relayed into the hosts)",
     )
     up.add_argument("--no-agents", action="store_true", help="do not start kumonet-agents")
+    up.add_argument("--agent-command", metavar="CMD",
+                    help="run CMD --config FILE instead of kumonet-agent (another build)")
     up.add_argument("--underlay-mtu", type=int, default=1500,
                     help="MTU of the underlay (default 1500: VXLAN networks get 1450)")
     up.add_argument("--keep-on-failure", action="store_true",

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from kumonet.lab.errors import LabError
 
@@ -68,6 +69,12 @@ async def run(
         proc.kill()
         await proc.wait()
         raise CommandTimeout(argv, time_limit) from None
+    except asyncio.CancelledError:
+        # a cancelled step must not leave its command running behind a teardown
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
     result = CommandResult(
         tuple(argv),
         proc.returncode if proc.returncode is not None else -1,
@@ -77,6 +84,18 @@ async def run(
     if check and not result.ok:
         raise CommandError(result)
     return result
+
+
+async def all_of(*steps: Coroutine[Any, Any, None]) -> None:
+    """Run steps concurrently; if one fails, cancel and wait for the others
+    (nothing keeps building while a failed ``up`` tears down) and raise the
+    first error itself rather than an ExceptionGroup."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            for step in steps:
+                group.create_task(step)
+    except ExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
 
 
 async def wait_until(

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 from kumonet.lab import agent as agent_mod
 from kumonet.lab import probe
-from kumonet.lab.command import CommandResult, in_netns, run, wait_until
+from kumonet.lab.command import CommandResult, all_of, in_netns, run, wait_until
 from kumonet.lab.dhclient import DhclientFiles, DhcpLease, obtain_lease, write_script
 from kumonet.lab.errors import LabError, LabNotFound
 from kumonet.lab.layout import (
@@ -193,7 +193,7 @@ class Lab:
             layout.vms_dir.mkdir(parents=True)
             write_script(layout.run_dir / "dhclient-script")
             await lab._create_underlay()
-            await asyncio.gather(*(lab._create_host(host) for host in state.hosts))
+            await all_of(*(lab._create_host(host) for host in state.hosts))
             if agents:
                 started = await lab._start_agents(agent_command)
                 lab.state = replace(lab.state, agents=started)
