@@ -158,13 +158,19 @@ class Lab:
         layout = LabLayout(prefix, root)
         if not 1 <= hosts <= 99:
             raise LabError(f"--hosts must be 1..99, not {hosts}")
-        if layout.run_dir.exists():
+        # Creating the run directory claims the prefix: of two concurrent
+        # `up`s the loser stops here and never tears down the winner's lab.
+        layout.root.mkdir(parents=True, exist_ok=True)
+        try:
+            layout.run_dir.mkdir()
+        except FileExistsError:
             raise LabError(
                 f"lab {prefix!r} exists ({layout.run_dir});"
                 f" run `kumonet lab down --prefix {prefix}`"
-            )
+            ) from None
         stale = [ns for ns in await netns_list() if ns.startswith(layout.netns_prefix)]
         if stale:
+            layout.run_dir.rmdir()
             raise LabError(
                 f"namespaces of lab {prefix!r} are left over ({', '.join(stale)});"
                 f" run `kumonet lab down --prefix {prefix}`"
@@ -190,7 +196,7 @@ class Lab:
         )
         lab = cls(layout, state)
         try:
-            layout.vms_dir.mkdir(parents=True)
+            layout.vms_dir.mkdir()
             write_script(layout.run_dir / "dhclient-script")
             await lab._create_underlay()
             await all_of(*(lab._create_host(host) for host in state.hosts))

@@ -92,6 +92,20 @@ async def test_up_refuses_an_existing_lab(lab_factory: LabFactory) -> None:
     with pytest.raises(LabError, match="exists"):
         await Lab.up(1, prefix=lab.layout.prefix, agents=False)
     assert Lab.load(lab.layout.prefix).state == lab.state
+    assert (await lab.status()).hosts[0].netns_exists
+
+
+async def test_of_two_concurrent_ups_one_wins_intact(lab_factory: LabFactory) -> None:
+    prefix = lab_factory.new_prefix()
+    results = await asyncio.gather(
+        Lab.up(2, prefix=prefix, agents=False), Lab.up(2, prefix=prefix, agents=False),
+        return_exceptions=True,
+    )
+    winners = [r for r in results if isinstance(r, Lab)]
+    losers = [r for r in results if isinstance(r, LabError)]
+    assert len(winners) == 1 and len(losers) == 1, results
+    status = await Lab.load(prefix).status()
+    assert all(h.netns_exists and all(p.alive for p in h.processes) for h in status.hosts)
 
 
 async def test_vm_is_plugged_as_nova_plugs_it(lab: Lab, vms: VmFactory) -> None:
