@@ -24,6 +24,10 @@ async def open_store(url: str) -> Store:
         raise ValueError(f"not a store URL (expected scheme://...): {url!r}")
     if scheme == "sqlite":
         return await _open_sqlite(url)
+    if scheme == "etcd":
+        from kumonet.store.etcd import EtcdStore
+
+        return await EtcdStore.open(url)
     raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; supported: sqlite:///PATH")
 
 

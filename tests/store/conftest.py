@@ -10,13 +10,15 @@ pytest marks, e.g. ``pytest.mark.etcd``); no test changes.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
 from kumonet.store.contract import Store
+from kumonet.store.etcd import EtcdStore
 from kumonet.store.sqlite import SqliteStore
+from tests.cluster.etcd_cluster import EtcdCluster, running_cluster
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,23 @@ async def _open_sqlite(request: pytest.FixtureRequest) -> Store:
     return await SqliteStore.open(tmp_path / "store.db")
 
 
-BACKENDS: tuple[Backend, ...] = (Backend("sqlite", _open_sqlite),)
+@pytest.fixture(scope="session")
+def contract_etcd() -> Iterator[EtcdCluster]:
+    """One 3-member etcd cluster for the whole contract suite (starting one
+    per test would take most of the run)."""
+    with running_cluster(3, prefix="kumonet-contract-") as cluster:
+        yield cluster
+
+
+async def _open_etcd(request: pytest.FixtureRequest) -> Store:
+    cluster: EtcdCluster = request.getfixturevalue("contract_etcd")
+    return await EtcdStore.open(cluster.url)
+
+
+BACKENDS: tuple[Backend, ...] = (
+    Backend("sqlite", _open_sqlite),
+    Backend("etcd", _open_etcd, fresh=False, marks=(pytest.mark.etcd,)),
+)
 
 
 @pytest.fixture(params=[pytest.param(b, id=b.name, marks=b.marks) for b in BACKENDS])
