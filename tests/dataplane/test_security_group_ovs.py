@@ -59,6 +59,12 @@ TRACE_CASES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
     "non-member": (from_tunnel(CLI, "10.0.0.99", nw_proto=1, icmp_type=8), ("trk,new",)),
     "unfiltered": (tcp(U1, RTR, 4242, flags="ack"), ()),
     "dhcp offer": (udp(RTR, WEB, 68, sport=67), ()),
+    # A broadcast reaches each local port through its own conntrack pass (ct in a
+    # clone): web takes UDP 53 over IPv6 only, db any UDP from 10.0.0.0/28 ...
+    "broadcast udp": (udp(CLI, WEB, 53, dl_dst="ff:ff:ff:ff:ff:ff", nw_dst="10.0.0.255"),
+                      ("trk,new",) * 8),
+    "broadcast tcp 22": (tcp(CLI, WEB, 22, dl_dst="ff:ff:ff:ff:ff:ff", nw_dst="10.0.0.255"),
+                         ("trk,new",) * 8),
 }  # fmt: skip
 
 
