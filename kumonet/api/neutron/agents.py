@@ -51,6 +51,7 @@ from kumonet.model.errors import (
     Conflict,
     NeutronError,
     NotAuthorized,
+    NotFound,
     resource_not_found,
 )
 from kumonet.store import trees
@@ -255,8 +256,9 @@ class L3Scheduling:
         if not isinstance(router_id, str):
             raise BadRequest("Request body must be {\"router_id\": ...}")
         if agent["agent_type"] != L3_AGENT.name or not agent["admin_state_up"]:
-            raise BadRequest(f"Agent {agent['id']} is not a L3 Agent or has been disabled",
-                             type_name="InvalidL3Agent")
+            # Neutron answers this one as a 404 (neutron-lib's InvalidL3Agent).
+            raise NotFound(f"Agent {agent['id']} is not a L3 Agent or has been disabled",
+                           type_name="InvalidL3Agent")
         key = l3_placement_key(router_id, agent["host"])
 
         async def decide() -> Plan[None]:

@@ -163,7 +163,7 @@ async def test_l3_scheduling(cloud: tuple[Api, Store]) -> None:
     assert status == 409 and body["NeutronError"]["type"] == "RouterHostedByL3Agent"
     status, body = await api.call("POST", f"/v2.0/agents/{agent_id('compute1', OVS)}"
                                           "/l3-routers", {"router_id": ROUTER})
-    assert status == 400 and body["NeutronError"]["type"] == "InvalidL3Agent"
+    assert status == 404 and body["NeutronError"]["type"] == "InvalidL3Agent"
     status, body = await api.call("POST", f"/v2.0/agents/{l3_1}/l3-routers",
                                   {"router_id": "11111111-2222-4333-8444-555555555555"})
     assert status == 404
