@@ -31,7 +31,7 @@ from kumonet.store.contract import (
     key_absent,
 )
 from kumonet.store.sqlite import HISTORY_PAGE, HISTORY_SCAN, MEMORY, SqliteStore, prefix_end
-from tests.store.test_contract import take, take_until, watching
+from tests.store.watching import take, take_until, watching
 
 REPO = Path(__file__).resolve().parents[2]
 
