@@ -400,61 +400,72 @@ class Lab:
         network's MTU as os-vif sets it."""
         check_vm_name(name)
         host_record = self.host(host)
-        vm_dir = self.layout.vm_dir(name)
-        if vm_dir.exists():
-            raise LabError(f"VM {name!r} exists in lab {self.layout.prefix!r}")
         if sum(x is not None for x in (network, port, port_id)) != 1:
             raise LabError("give exactly one of network, port, or port_id (with mac)")
-        device_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"kumonet-lab:{self.layout.prefix}:{name}"))
-        url: str | None = None
-        network_mtu: int | None = None
-        created = False
-        info: PortInfo
-        if network is not None or port is not None:
-            url = self._server(server_url)
-            client = NeutronClient(url)
-            if network is not None:
-                net = await client.find_network(network)
-                network_mtu = int(net["mtu"]) if net.get("mtu") else None
-                info = await client.create_port(
-                    net["id"], name=name, host=host, device_id=device_id
-                )
-                created = True
-            else:
-                assert port is not None
-                info = await client.bind_port(port, host=host, device_id=device_id)
-                network_mtu = await client.network_mtu(info.network_id)
-        else:
-            if mac is None or port_id is None:
-                raise LabError("port_id needs mac")
-            info = PortInfo(id=port_id, mac=mac, network_id="", fixed_ips=())
-        clash = [vm.name for vm in self.vms().values()
-                 if vm.host == host and vm.tap == tap_name(info.id)]
-        if clash:
-            if created:
-                await NeutronClient(self._server(server_url)).delete_port(info.id)
-            raise LabError(f"port {info.id} would get tap {tap_name(info.id)}, used by {clash[0]}")
-        record = VmRecord(
-            name=name,
-            host=host,
-            netns=self.layout.vm_netns(name),
-            port_id=info.id,
-            mac=info.mac,
-            tap=tap_name(info.id),
-            network_id=info.network_id or None,
-            server_url=url,
-            created_port=created,
-            mtu=mtu,
-            extra={"device_id": device_id, "fixed_ips": ",".join(info.fixed_ips)},
-        )
-        vm_dir.mkdir(parents=True)
-        # Recorded before plugging so del/down find a half-plugged VM and its port.
-        write_json_atomically(vm_dir / "vm.json", record.to_json())
+        if port_id is not None and mac is None:
+            raise LabError("port_id needs mac")
+        vm_dir = self.layout.vm_dir(name)
         try:
+            vm_dir.mkdir()  # claims the name, also against a concurrent `vm add`
+        except FileExistsError:
+            raise LabError(f"VM {name!r} exists in lab {self.layout.prefix!r}") from None
+        recorded = False
+        acquired: VmRecord | None = None
+        try:
+            device_id = str(
+                uuid.uuid5(uuid.NAMESPACE_URL, f"kumonet-lab:{self.layout.prefix}:{name}")
+            )
+            url: str | None = None
+            network_mtu: int | None = None
+            created = False
+            info: PortInfo
+            if network is not None or port is not None:
+                url = self._server(server_url)
+                client = NeutronClient(url)
+                if network is not None:
+                    net = await client.find_network(network)
+                    network_mtu = int(net["mtu"]) if net.get("mtu") else None
+                    info = await client.create_port(
+                        net["id"], name=name, host=host, device_id=device_id
+                    )
+                    created = True
+                else:
+                    assert port is not None
+                    info = await client.bind_port(port, host=host, device_id=device_id)
+                    network_mtu = await client.network_mtu(info.network_id)
+            else:
+                assert port_id is not None and mac is not None
+                info = PortInfo(id=port_id, mac=mac, network_id="", fixed_ips=())
+            record = VmRecord(
+                name=name,
+                host=host,
+                netns=self.layout.vm_netns(name),
+                port_id=info.id,
+                mac=info.mac,
+                tap=tap_name(info.id),
+                network_id=info.network_id or None,
+                server_url=url,
+                created_port=created,
+                mtu=mtu,
+                extra={"device_id": device_id, "fixed_ips": ",".join(info.fixed_ips)},
+            )
+            acquired = record
+            clash = [vm.name for vm in self.vms().values()
+                     if vm.host == host and vm.tap == record.tap]
+            if clash:
+                raise LabError(f"port {info.id} would get tap {record.tap}, used by {clash[0]}")
+            # Recorded before plugging so del/down find a half-plugged VM and its port.
+            write_json_atomically(vm_dir / "vm.json", record.to_json())
+            recorded = True
             await self._plug(record, host_record, network_mtu)
         except BaseException:
-            with contextlib.suppress(Exception):
-                await self.del_vm(name)
+            if recorded:
+                with contextlib.suppress(Exception):
+                    await self.del_vm(name)
+            else:
+                if acquired is not None:
+                    await _release_port(acquired)
+                shutil.rmtree(vm_dir, ignore_errors=True)
             raise
         return record
 
@@ -498,16 +509,11 @@ class Lab:
         if vm.host in self.hosts and _is_socket(Path(self.host(vm.host).dir, "db.sock")):
             with contextlib.suppress(LabError):
                 await self.ovs(vm.host).vsctl("--if-exists", "del-port", "br-int", vm.tap)
+        # a process left inside (a test's server, a `vm exec`) would keep the
+        # namespace and its veth alive after `ip netns del`
+        await stop_pids(await _netns_pids(vm.netns))
         await _delete_netns([vm.netns])
-        if vm.server_url:
-            try:
-                client = NeutronClient(vm.server_url, timeout=5)
-                if vm.created_port:
-                    await client.delete_port(vm.port_id)
-                else:
-                    await client.unbind_port(vm.port_id)
-            except LabError as exc:
-                log.warning("VM %s: port %s left in the API: %s", name, vm.port_id, exc)
+        await _release_port(vm)
         shutil.rmtree(vm_dir, ignore_errors=True)
 
     async def _stop_dhclient(self, vm_dir: Path) -> None:
@@ -620,8 +626,7 @@ class Lab:
                 pids.add(pid)
         namespaces = [ns for ns in await netns_list() if ns.startswith(layout.netns_prefix)]
         for ns in namespaces:
-            result = await run(["ip", "netns", "pids", ns], check=False)
-            pids.update(int(p) for p in result.stdout.split() if p.isdigit() and is_alive(int(p)))
+            pids.update(await _netns_pids(ns))
         await stop_pids(pids)
         await _delete_netns(namespaces)
         interfaces = await _stray_interfaces(layout.netns_prefix)
@@ -653,6 +658,20 @@ def _is_socket(path: Path) -> bool:
     return path.is_socket()
 
 
+async def _release_port(vm: VmRecord) -> None:
+    """As Nova on delete: the port it created goes, a given port is unbound."""
+    if not vm.server_url:
+        return
+    try:
+        client = NeutronClient(vm.server_url, timeout=5)
+        if vm.created_port:
+            await client.delete_port(vm.port_id)
+        else:
+            await client.unbind_port(vm.port_id)
+    except LabError as exc:
+        log.warning("VM %s: port %s left in the API: %s", vm.name, vm.port_id, exc)
+
+
 async def _release_ports(layout: LabLayout) -> None:
     if not layout.vms_dir.exists():
         return
@@ -661,16 +680,12 @@ async def _release_ports(layout: LabLayout) -> None:
             vm = VmRecord.from_json(json.loads(path.read_text()))
         except (ValueError, KeyError, TypeError):
             continue
-        if not vm.server_url:
-            continue
-        try:
-            client = NeutronClient(vm.server_url, timeout=3)
-            if vm.created_port:
-                await client.delete_port(vm.port_id)
-            else:
-                await client.unbind_port(vm.port_id)
-        except LabError as exc:
-            log.warning("VM %s: port %s left in the API: %s", vm.name, vm.port_id, exc)
+        await _release_port(vm)
+
+
+async def _netns_pids(netns: str) -> list[int]:
+    result = await run(["ip", "netns", "pids", netns], check=False)
+    return [int(p) for p in result.stdout.split() if p.isdigit() and is_alive(int(p))]
 
 
 async def _delete_netns(namespaces: Sequence[str]) -> None:

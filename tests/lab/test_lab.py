@@ -137,6 +137,19 @@ async def test_vm_is_plugged_as_nova_plugs_it(lab: Lab, vms: VmFactory) -> None:
     assert vm.tap not in await ovs.vsctl("list-ports", "br-int")
 
 
+async def test_a_vm_whose_tap_name_is_taken_is_refused(lab: Lab, vms: VmFactory) -> None:
+    first = await vms.add("clash1", "host3", port_id=PORT_A, mac="fa:16:3e:00:00:0a")
+    same_tap = PORT_A[:11] + "ffff-4000-8000-0000000000ff"
+    with pytest.raises(LabError, match="used by clash1"):
+        await vms.add("clash2", "host3", port_id=same_tap, mac="fa:16:3e:00:00:0b")
+    assert "clash2" not in lab.vms()
+    assert lab.layout.vm_netns("clash2") not in await netns_list()
+    # the first VM is untouched
+    assert first.tap in await lab.ovs("host3").vsctl("list-ports", "br-int")
+    # on another host the same tap name is fine (each host has its own namespace)
+    await vms.add("clash3", "host1", port_id=same_tap, mac="fa:16:3e:00:00:0b")
+
+
 async def test_vms_on_two_hosts_ping_and_tcp_over_vxlan(lab_factory: LabFactory) -> None:
     lab = await lab_factory.up(2)
     await wire_by_hand(lab)
