@@ -3,7 +3,8 @@
 * ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db``
   (SQLAlchemy's convention: the path is what follows ``sqlite:///``);
 * ``sqlite:///:memory:`` for a throw-away store (tests);
-* SQLite options as query parameters: ``?history_limit=100000&max_batch=512``.
+* SQLite options as query parameters: ``?history_limit=100000&max_batch=512``;
+* ``etcd://h1:p1,h2:p2,...`` for an etcd cluster (see ``kumonet.store.etcd``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ async def open_store(url: str) -> Store:
         from kumonet.store.etcd import EtcdStore
 
         return await EtcdStore.open(url)
-    raise ValueError(f"unknown store URL scheme {scheme!r} in {url!r}; supported: sqlite:///PATH")
+    raise ValueError(
+        f"unknown store URL scheme {scheme!r} in {url!r};"
+        " supported: sqlite:///PATH, etcd://HOST:PORT,..."
+    )
 
 
 async def _open_sqlite(url: str) -> Store:
