@@ -76,6 +76,7 @@ from kumonet.dataplane.security_group import (
     group_key,
     group_members,
     ingress_flag,
+    is_realisable,
     member_flow,
     port_dispatch_flows,
     remote_references,
@@ -368,11 +369,16 @@ class PlanCompiler:
             key = group_key(group_id)
 
             def build(group: SecurityGroup = group) -> tuple[Flow, ...]:
-                flows, rule_notes = group_flows(p, group)
-                notes.extend(rule_notes)
-                return flows
+                return group_flows(p, group)[0]
 
             found.append(unit(("acl-group", group), build))
+            # Every compile says which rules are not applied (the unit may be reused).
+            notes += [
+                f"security group {group_id} rule {rule.id}: ports of protocol {rule.protocol} "
+                "cannot be matched by OpenFlow; rule not applied"
+                for rule in group.rules
+                if not is_realisable(rule)
+            ]
             # address → conjunctions it belongs to, per direction
             dimension: dict[tuple[str, str], list[int]] = {}
             for (direction, remote_id), versions in sorted(remote_references(group).items()):

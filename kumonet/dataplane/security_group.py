@@ -264,6 +264,14 @@ def _family(rule: SecurityGroupRule) -> Match:
     return {"dl_type": hex(ETH_IPV6 if rule.is_ipv6 else ETH_IPV4)}
 
 
+def is_realisable(rule: SecurityGroupRule) -> bool:
+    """False for rules OpenFlow cannot express: ports of protocols other than
+    TCP, UDP and SCTP (DCCP, UDP-Lite), whose ports OVS cannot match."""
+    if rule.port_range_min is None and rule.port_range_max is None:
+        return True
+    return rule.protocol in PORT_PROTOCOLS or rule.protocol in (IPPROTO_ICMP, IPPROTO_ICMPV6)
+
+
 def rule_matches(rule: SecurityGroupRule) -> list[Match] | None:
     """The protocol/port/ICMP part of a rule as matches (their union is the rule);
     None when OpenFlow cannot express it (ports of DCCP or UDP-Lite)."""

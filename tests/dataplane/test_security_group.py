@@ -532,3 +532,40 @@ def test_apply_twice_and_revert_are_identities() -> None:
     other = compiler.compile(sg_intent(port_list=ports(cli=[DEFAULT, WEBG, DBG])), facts())
     assert other.cookies("br-int") != one.cookies("br-int")
     assert compiler.compile(sg_intent(), facts()).cookies("br-int") == one.cookies("br-int")
+
+
+def test_rules_openflow_cannot_express_are_noted_on_every_compile() -> None:
+    dccp = rule("w-dccp", "ingress", protocol="dccp", port_range_min=5, port_range_max=6)
+    intent = sg_intent([default_group(), web_group(dccp), db_group()])
+    compiler = PlanCompiler()
+    for _ in range(2):  # the second compile reuses the group's unit
+        notes = compiler.compile(intent, facts()).notes
+        assert any("w-dccp" in note for note in notes)
+
+
+def random_intent(rng: random.Random) -> Intent:
+    """Random rules, memberships and group assignments over the test cloud."""
+    extra = [
+        rule(f"x{n}", rng.choice(["ingress", "egress"]), protocol=rng.choice(["tcp", "udp"]),
+             port_range_min=lo, port_range_max=lo + rng.randrange(0, 300),
+             remote_group_id=rng.choice([None, DEFAULT, WEBG, DBG]))
+        for n, lo in enumerate(rng.sample(range(1, 60000), rng.randrange(0, 4)))
+    ]  # fmt: skip
+    groups = [default_group(), web_group(*extra[:2]), db_group(*extra[2:])]
+    choice = [[DEFAULT], [WEBG], [DBG], [DEFAULT, WEBG], [WEBG, DBG], []]
+    port_list = ports(**{name: rng.choice(choice) for name in ("web", "db", "cli", "a3")})
+    if rng.random() < 0.5:
+        port_list.append(port("a4", "net-a", "h3", [("sub-a", f"10.0.0.{rng.randrange(40, 60)}")],
+                              security_groups=rng.choice(choice)))  # fmt: skip
+    return sg_intent(groups, port_list)
+
+
+def test_reusing_units_gives_exactly_what_a_fresh_compile_gives() -> None:
+    rng = random.Random(11)
+    compiler = PlanCompiler()
+    for _ in range(40):
+        intent = random_intent(rng)
+        warm = compiler.compile(intent, facts())
+        cold = compile_host(intent, facts())
+        assert warm.cookies("br-int") == cold.cookies("br-int")
+        assert warm.notes == cold.notes
