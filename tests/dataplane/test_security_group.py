@@ -23,10 +23,12 @@ from tests.dataplane.cloud import (
     H2,
     H3,
     MAC,
+    OPEN_GROUP,
     TUN_H2,
     group,
     h1_facts,
     network,
+    open_group,
     port,
     rule,
     subnet,
@@ -569,3 +571,20 @@ def test_reusing_units_gives_exactly_what_a_fresh_compile_gives() -> None:
         cold = compile_host(intent, facts())
         assert warm.cookies("br-int") == cold.cookies("br-int")
         assert warm.notes == cold.notes
+
+
+def test_egress_rules_match_the_destination_prefix_and_remote_group() -> None:
+    out = group("sg-out", [
+        rule("o-https", "egress", protocol="tcp", port_range_min=443, port_range_max=443,
+             remote_ip_prefix="10.0.0.32/27"),
+        rule("o-dns", "egress", protocol="udp", port_range_min=53, port_range_max=53,
+             remote_group_id=DBG),
+    ])  # fmt: skip
+    # cli lets anything in: what stops web's packets is web's egress.
+    switch = switch_for(sg_intent([default_group(), web_group(), db_group(), out, open_group()],
+                                  ports(web=["sg-out"], cli=[OPEN_GROUP])))  # fmt: skip
+    to_a3 = tcp(WEB, WEB, 443, dl_dst=MAC["a3"], nw_dst="10.0.0.33")
+    assert switch.send(**to_a3).ports() == {TUN_H2}
+    assert switch.send(**tcp(WEB, CLI, 443)).dropped  # 10.0.0.13 is outside the /27
+    assert delivered(switch.send(**udp(WEB, DB, 53)), DB)  # db is in sg-db
+    assert switch.send(**udp(WEB, CLI, 53)).dropped  # cli is not
