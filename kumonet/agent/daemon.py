@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -87,7 +88,8 @@ class Agent:
             "tunnel_ip": config.local_ip,
             "tunnel_types": list(config.tunnel_types),
             "bridge_mappings": dict(config.bridge_mappings),
-            "heartbeat_interval": config.report_interval,
+            # Whole seconds, as Neutron's report_interval; the lease is 3 intervals.
+            "heartbeat_interval": max(1, math.ceil(config.report_interval)),
             "configurations": {
                 "tunneling_ip": config.local_ip,
                 "tunnel_types": list(config.tunnel_types),

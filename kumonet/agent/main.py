@@ -7,13 +7,11 @@ import asyncio
 import logging
 import signal
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from kumonet.agent.config import AgentConfig, ConfigError
-from kumonet.agent.daemon import Agent
-from kumonet.agent.ovsdb import Ovsdb, OvsdbConfig, OvsdbError
-from kumonet.agent.server_client import ServerClient
 
 LOG = logging.getLogger("kumonet.agent")
 
@@ -30,6 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(config: AgentConfig) -> None:
+    from kumonet.agent.daemon import Agent
+    from kumonet.agent.ovsdb import Ovsdb, OvsdbConfig
+    from kumonet.agent.server_client import ServerClient
+
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -52,6 +54,9 @@ async def run(config: AgentConfig) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # python-ovs's poller imports eventlet when it is installed (os-ken brings it);
+    # nothing is monkey-patched, the import only warns.
+    warnings.filterwarnings("ignore", message="Eventlet is deprecated")
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -62,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kumonet-agent: {error}", file=sys.stderr)
         return 2
     LOG.info("starting for host %s, servers %s", config.host, ", ".join(config.server_urls))
+    from kumonet.agent.ovsdb import OvsdbError
+
     try:
         asyncio.run(run(config))
     except OvsdbError as error:

@@ -182,12 +182,26 @@ class ServerClient:
     async def report_ports(self, statuses: Sequence[PortStatus]) -> None:
         if not statuses:
             return
-        body = {"ports": [{"id": s.port_id, "status": s.status, "host": s.host} for s in statuses]}
+        by_host: dict[str, list[PortStatus]] = {}
+        for report in statuses:
+            by_host.setdefault(report.host, []).append(report)
+        for host, reports in by_host.items():
+            await self._report_host_ports(host, reports)
+
+    async def _report_host_ports(self, host: str, statuses: Sequence[PortStatus]) -> None:
+        body = {
+            "host": host,
+            "ports": [{"port_id": s.port_id, "status": s.status} for s in statuses],
+        }
         status, data = await self._request(
             "PUT", "/v1/agent/ports/status", body=body, ok=(200, 204)
         )
         if status not in (200, 204):
             LOG.warning("port status report refused: HTTP %s %s", status, data)
+            return
+        for result in (data or {}).get("ports", []):
+            if "error" in result:
+                LOG.warning("port %s status not set: %s", result.get("id"), result["error"])
 
 
 async def wait_for_server(client: ServerClient, *, interval: float = 0.5) -> None:
