@@ -456,10 +456,16 @@ class EtcdStore:
 
     # -- leases ----------------------------------------------------------------------
 
-    async def grant_lease(self, ttl: int) -> Lease:
+    async def grant_lease(self, ttl: int, *, lease_id: int = 0) -> Lease:
+        """A new lease; ``lease_id`` asks for that id (etcd lets the client
+        choose; 0 lets etcd choose), so that one lease can exist on the
+        stores of several shards."""
+
         async def attempt(endpoint: _Endpoint, grpc_timeout: float) -> Any:
             return await endpoint.lease.LeaseGrant(
-                rpc.LeaseGrantRequest(TTL=ttl), timeout=grpc_timeout, metadata=_REQUIRE_LEADER
+                rpc.LeaseGrantRequest(TTL=ttl, ID=lease_id),
+                timeout=grpc_timeout,
+                metadata=_REQUIRE_LEADER,
             )
 
         response = await self._call("lease grant", attempt, write=True)
