@@ -176,6 +176,13 @@ ROUTER_SYSCTLS: tuple[tuple[str, str], ...] = (
     ("net.ipv4.conf.default.arp_ignore", "1"),
     ("net.ipv4.conf.default.arp_announce", "2"),
     ("net.ipv4.conf.default.promote_secondaries", "1"),
+    # The qr-/qg- ports of an HA router have the same MAC on every host. An IPv6
+    # link-local address would make a standby send (DAD, MLD, router solicitations)
+    # from that MAC, and the switches would learn the active router's MAC at the
+    # standby: traffic black-holed until the master sends again (seen as ~0.5 s
+    # ping gaps). Routers are IPv4-only for now, so IPv6 is off in the namespace.
+    ("net.ipv6.conf.all.disable_ipv6", "1"),
+    ("net.ipv6.conf.default.disable_ipv6", "1"),
 )
 
 

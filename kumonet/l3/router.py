@@ -143,12 +143,19 @@ class L3Host:
             if port_id not in wanted_ports:
                 await self.driver.unplug(port_id)
 
-        # Addresses: the static ones exactly; keepalived's are left to keepalived.
+        # Addresses: the static ones exactly; keepalived's are left to a running
+        # keepalived. With none running (a crash, SIGKILL, host reboot without a
+        # namespace wipe), addresses it held are stale: a fresh keepalived starts as
+        # BACKUP and must not share the master's addresses, so they are removed.
+        keepalived = self.keepalived(plan.router_id) if plan.is_ha else None
+        fresh_keepalived = keepalived is not None and not keepalived.running
         added, removed = await ns.sync_addresses(
-            plan.addresses, devices=wanted_names, keep=plan.virtual_addresses
+            plan.addresses,
+            devices=wanted_names,
+            keep=() if fresh_keepalived else plan.virtual_addresses,
         )
         routes_changed = 0
-        if not plan.is_ha:
+        if not plan.is_ha or fresh_keepalived:
             route_add, route_del = await ns.sync_routes(plan.routes)
             routes_changed = len(route_add) + len(route_del)
 
@@ -156,9 +163,9 @@ class L3Host:
         nft_replaced = await self._sync_nft(plan, ns)
 
         action: KeepalivedAction | None = None
-        if plan.keepalived_conf is not None and plan.keepalived_files is not None:
-            self.watcher.add(plan.router_id, plan.keepalived_files)
-            action = await self.keepalived(plan.router_id).ensure(plan.keepalived_conf)
+        if keepalived is not None and plan.keepalived_conf is not None:
+            self.watcher.add(plan.router_id, keepalived.files)
+            action = await keepalived.ensure(plan.keepalived_conf)
         else:
             # A router that stopped being HA keeps no keepalived.
             await self._stop_keepalived(plan.router_id)

@@ -31,7 +31,8 @@ from kumonet.l3.intent import (
     RouterIntent,
 )
 from kumonet.l3.interface import OvsVethDriver, host_end_name
-from kumonet.l3.plan import L3Settings, RouterPlan, VrrpSettings
+from kumonet.l3.namespace import LinkState
+from kumonet.l3.plan import L3Settings, PlannedInterface, VrrpSettings
 
 SCHEMA = "/usr/share/openvswitch/vswitch.ovsschema"
 VLAN = {"ha": 10, "qr": 20, "qg": 30}
@@ -105,15 +106,37 @@ class Host:
             vrrp=VrrpSettings(advert_int=advert_int),
         )
 
-    def driver(self) -> OvsVethDriver:
-        return OvsVethDriver(ovsdb=self.ovsdb, bridge="br-int", ovs_namespace=self.netns)
+    def driver(self, ha_vlan: int = VLAN["ha"]) -> TaggingDriver:
+        return TaggingDriver(
+            OvsVethDriver(ovsdb=self.ovsdb, bridge="br-int", ovs_namespace=self.netns),
+            self,
+            {**VLAN, "ha": ha_vlan},
+        )
 
-    def tag(self, plan: RouterPlan) -> None:
-        """Put the router's ports on their segments (the L2 compiler's job in kumonet)."""
-        for interface in plan.interfaces:
-            self.vsctl(
-                "set", "Port", host_end_name(interface.port_id), f"tag={VLAN[interface.kind]}"
-            )
+    def set_vlan(self, port_id: str, vlan: int) -> None:
+        self.vsctl("set", "Port", host_end_name(port_id), f"tag={vlan}")
+
+
+@dataclass
+class TaggingDriver:
+    """The real driver, plus the VLAN tag the L2 pipeline would give each port at once
+    (``vlans`` by interface kind)."""
+
+    inner: OvsVethDriver
+    host: Host
+    vlans: dict[str, int]
+
+    async def plug(
+        self, namespace: str, interface: PlannedInterface, router_id: str, present: LinkState | None
+    ) -> None:
+        await self.inner.plug(namespace, interface, router_id, present)
+        self.host.set_vlan(interface.port_id, self.vlans[interface.kind])
+
+    async def unplug(self, port_id: str) -> None:
+        await self.inner.unplug(port_id)
+
+    async def router_ports(self) -> dict[str, list[str]]:
+        return await self.inner.router_ports()
 
 
 @dataclass

@@ -84,7 +84,6 @@ async def test_non_ha_router_routes_nats_and_cleans_up(netlab: NetLab) -> None:
         report = await l3.apply(router_intent(ports, ha_ip=None))
         plan = report.plan
         assert report.changed and report.namespace_created and report.keepalived is None
-        h1.tag(plan)
         ns = RouterNamespace(plan.namespace)
         assert await ns.addresses() == set(plan.addresses)
         assert Address(FLOATING_IP + "/32", f"qg-{ports.qg[:11]}") in plan.addresses
