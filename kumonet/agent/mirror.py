@@ -16,9 +16,11 @@ from kumonet.dataplane.intent import (
     Intent,
     Network,
     Port,
+    SecurityGroup,
     Subnet,
     network_from_neutron,
     port_from_neutron,
+    security_group_from_neutron,
     subnet_from_neutron,
 )
 
@@ -40,6 +42,7 @@ class IntentMirror:
     subnets: dict[str, Subnet] = field(default_factory=dict)
     ports: dict[str, Port] = field(default_factory=dict)
     hosts: dict[str, Host] = field(default_factory=dict)
+    security_groups: dict[str, SecurityGroup] = field(default_factory=dict)
     # The raw port bodies: status and binding are reported against them.
     port_bodies: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -49,6 +52,7 @@ class IntentMirror:
             subnets=dict(self.subnets),
             ports=dict(self.ports),
             hosts=dict(self.hosts),
+            security_groups=dict(self.security_groups),
         )
 
     def reset_config(self, items: Iterable[tuple[str, Any]]) -> Change:
@@ -56,6 +60,7 @@ class IntentMirror:
         self.subnets.clear()
         self.ports.clear()
         self.port_bodies.clear()
+        self.security_groups.clear()
         return self.apply_config((key, value) for key, value in items)
 
     def reset_hosts(self, items: Iterable[tuple[str, Any]]) -> Change:
@@ -74,6 +79,9 @@ class IntentMirror:
                 changed |= _set(self.networks, item_id, value, network_from_neutron)
             elif collection == "subnets":
                 changed |= _set(self.subnets, item_id, value, subnet_from_neutron)
+            elif collection == "security_groups":
+                # Groups embed their rules; the rules' own keys add nothing.
+                changed |= _set(self.security_groups, item_id, value, security_group_from_neutron)
             elif collection == "ports":
                 if value is None:
                     self.port_bodies.pop(item_id, None)
