@@ -14,9 +14,9 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _registrars() -> list[Registrar]:
-    from kumonet.cli import lab
+    from kumonet.cli import cluster, lab
 
-    return [lab.register]
+    return [lab.register, cluster.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
