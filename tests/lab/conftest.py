@@ -23,12 +23,17 @@ All lab tests need root, ``ip netns`` and Open vSwitch; they are marked
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from kumonet.lab.lab import Lab
@@ -117,3 +122,46 @@ def vms(lab: Lab) -> Iterator[VmFactory]:
                     await lab.del_vm(name)
 
         asyncio.run(delete())
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[str]:
+    """A real kumonet-server on a free loopback port with its own SQLite store."""
+    if importlib.util.find_spec("kumonet.api.main") is None:
+        pytest.skip("kumonet-server is not available")
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", "import sys; from kumonet.api.main import main; sys.exit(main())",
+        "--listen", url.removeprefix("http://"), "--store", f"sqlite:///{tmp_path}/k.db",
+        cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        async with aiohttp.ClientSession() as session:
+            for _ in range(200):
+                try:
+                    async with session.get(f"{url}/v2.0/networks") as response:
+                        if response.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("kumonet-server did not come up")
+        yield url
+    finally:
+        proc.terminate()
+        await proc.wait()
+
+
+async def api(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, f"{url}/v2.0{path}", json=body) as response,
+    ):
+        assert response.status < 400, await response.text()
+        return None if response.status == 204 else await response.json()

@@ -2,71 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
 import json
 import os
-import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
-import aiohttp
 import pytest
 
 from kumonet.lab.command import wait_until
 from kumonet.lab.errors import LabError
 from kumonet.lab.process import find_by_marker
-from tests.lab.conftest import LabFactory
+from tests.lab.conftest import LabFactory, api
 
 pytestmark = pytest.mark.lab
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[str]:
-    if importlib.util.find_spec("kumonet.api.main") is None:
-        pytest.skip("kumonet-server is not available")
-    url = f"http://127.0.0.1:{free_port()}"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", "import sys; from kumonet.api.main import main; sys.exit(main())",
-        "--listen", url.removeprefix("http://"), "--store", f"sqlite:///{tmp_path}/k.db",
-        cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-    try:
-        async with aiohttp.ClientSession() as session:
-            for _ in range(200):
-                try:
-                    async with session.get(f"{url}/v2.0/networks") as response:
-                        if response.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.05)
-            else:
-                pytest.fail("kumonet-server did not come up")
-        yield url
-    finally:
-        proc.terminate()
-        await proc.wait()
-
-
-async def api(url: str, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, f"{url}/v2.0{path}", json=body) as response,
-    ):
-        assert response.status < 400, await response.text()
-        return None if response.status == 204 else await response.json()
-
-
 async def test_vm_add_creates_or_binds_the_port_like_nova(
-    lab_factory: LabFactory, server: str
+    server: str, lab_factory: LabFactory
 ) -> None:
     net = (await api(server, "POST", "/networks", {"network": {"name": "labnet"}}))["network"]
     await api(server, "POST", "/subnets", {"subnet": {
@@ -105,7 +57,7 @@ async def test_vm_add_creates_or_binds_the_port_like_nova(
 
 
 async def test_agents_start_in_their_hosts_and_reach_server_and_ovs(
-    lab_factory: LabFactory, server: str
+    server: str, lab_factory: LabFactory
 ) -> None:
     await api(server, "POST", "/networks", {"network": {"name": "seen-by-agents"}})
     standin = [sys.executable, str(Path(__file__).with_name("standin_agent.py"))]
