@@ -19,7 +19,8 @@ What it builds (prefix ``kl`` by default; every name below carries it)::
 
 Commands (``kumonet lab --help``; every one takes ``--prefix P``)::
 
-    kumonet lab up --hosts N [--server URL] [--no-agents] [--underlay-mtu M]
+    kumonet lab up --hosts N [--server URL] [--no-agents] [--agent-command CMD]
+                   [--underlay-mtu M] [--keep-on-failure]
     kumonet lab vm add NAME --host HOST (--network NET | --port PORT) [--server URL]
     kumonet lab vm dhcp NAME [--timeout S]    # real ISC dhclient; prints the lease
     kumonet lab vm exec NAME -- CMD ...
@@ -27,7 +28,7 @@ Commands (``kumonet lab --help``; every one takes ``--prefix P``)::
     kumonet lab host exec HOST -- CMD ...     # OVS_RUNDIR set: plain ovs-vsctl works
     kumonet lab flows HOST [--bridge br-int]
     kumonet lab status [--json]
-    kumonet lab down
+    kumonet lab down [--keep-logs DIR]
 
 ``vm add --network`` creates the port through the Neutron API exactly as
 ``nova boot --nic net-id=`` does (``POST /v2.0/ports`` with device_owner
@@ -90,7 +91,9 @@ per-lab prefixes; ``--unixctl`` for a fixed ovs-vswitchd control socket.
 
 Tests: ``tests/lab/conftest.py`` holds the fixtures (a session-scoped shared
 ``lab``, ``vms`` for per-test VMs on it, ``lab_factory`` for tests that need
-their own lab); its docstring says how to reuse them.
+their own lab, ``server`` for a real kumonet-server); its docstring says how
+to reuse them. ``tests/lab/test_cloud.py`` is the whole stack on the lab
+(server, real agents, DHCP, ping and TCP across VXLAN).
 
 Room for later (L3 issue): an "external" upstream namespace
 (``<prefix>-ext``, 203.0.113.1/24) on a flat physnet bridged to br-ex of L3
