@@ -313,6 +313,29 @@ class Lab:
         )
         return pid
 
+    async def wait_for_agents(self, *, time_limit: float = 30.0) -> None:
+        """Wait until the server lists an alive agent for every host (the
+        agents registered through the relay), so a test does not race them."""
+        client = NeutronClient(self._server(None))
+        hosts = set(self.hosts)
+        missing = hosts
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + time_limit
+        while True:
+            try:
+                agents = await client.list_agents()
+                missing = hosts - {a.get("host") for a in agents if a.get("alive")}
+            except LabError:
+                missing = hosts
+            if not missing:
+                return
+            if loop.time() > deadline:
+                raise LabError(
+                    f"no alive agent for {', '.join(sorted(missing))} after {time_limit:g} s"
+                    f" (see {self.layout.run_dir}/hosts/*/agent.log)"
+                )
+            await asyncio.sleep(0.2)
+
     @staticmethod
     async def _wait_for_link(ns: str, name: str, time_limit: float = 10.0) -> None:
         loop = asyncio.get_running_loop()

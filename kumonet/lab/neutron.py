@@ -123,5 +123,9 @@ class NeutronClient:
             {"port": {"binding:host_id": "", "device_owner": "", "device_id": ""}},
         )
 
+    async def list_agents(self) -> list[dict[str, Any]]:
+        body = await self._call("GET", "/agents")
+        return list(body["agents"])
+
     async def delete_port(self, port_id: str) -> None:
         await self._call("DELETE", f"/ports/{port_id}")

@@ -32,6 +32,9 @@ async def test_vms_on_two_hosts_get_dhcp_and_talk_over_vxlan(
         "dns_nameservers": ["10.20.0.53"]}})
     lab = await lab_factory.up(2, server_urls=[server], agents=True)
     assert lab.state.agents
+    await lab.wait_for_agents()
+    agents = (await api(server, "GET", "/agents"))["agents"]
+    assert {a["host"] for a in agents if a["alive"]} == {"host1", "host2"}
 
     a = await lab.add_vm("a", "host1", network=net["id"])
     b = await lab.add_vm("b", "host2", network=net["id"])
