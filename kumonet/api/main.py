@@ -33,6 +33,7 @@ from kumonet.api.neutron.security_groups import (
     SecurityGroups,
 )
 from kumonet.api.neutron.subnets import Subnets
+from kumonet.cluster.http import ClusterStatusRoutes
 from kumonet.store.contract import Store, StoreError
 
 log = logging.getLogger("kumonet.server")
@@ -60,7 +61,7 @@ def build_api(context: ApiContext) -> ApiParts:
                     extensions=[*CORE_EXTENSIONS, *AGENT_EXTENSIONS,
                                 *SECURITY_GROUP_EXTENSIONS, *ROUTER_EXTENSIONS],
                     routes=[L3Scheduling(context.store, agents), AgentSync(context, hosts, ports),
-                            routers])
+                            routers, ClusterStatusRoutes(context.store)])
 
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
