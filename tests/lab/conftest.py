@@ -10,11 +10,15 @@ them afterwards) with names unique to the test, and never change the hosts'
 OVS configuration — a test that needs hand-written flows or tunnel ports
 takes its own lab from ``lab_factory``.
 
-To reuse it for agent/API end-to-end tests, move ``lab`` to
-``tests/conftest.py`` next to a session-scoped server fixture and build it as
-``Lab.up(3, prefix=..., server_urls=[server_url], agents=True)``; tests then
-create networks through the API and VMs with ``vms.add(name, host,
-network=net_id)``.
+For whole-stack tests use ``cloud`` instead: ONE session-scoped
+kumonet-server (its own SQLite file) plus a 3-host lab running real agents
+(``Cloud.url``, ``Cloud.lab``), and ``cloud_vms`` for per-test VMs booted
+through the API (``await cloud_vms.add("vm1", "host1", network=net_id)``,
+ports deleted afterwards). Tests create their own networks with unique names
+and CIDRs (the store is thrown away with the session). Other test trees reuse these fixtures by importing them into
+their own ``conftest.py`` (``from tests.lab.conftest import cloud, cloud_vms,
+lab_skip``) or once everyone needs them, by moving them to
+``tests/conftest.py``.
 
 All lab tests need root, ``ip netns`` and Open vSwitch; they are marked
 ``lab`` and skipped elsewhere.
@@ -28,8 +32,12 @@ import os
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
+import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +116,7 @@ class VmFactory:
         return await self.lab.add_vm(name, host, **kwargs)
 
 
-@pytest.fixture
-def vms(lab: Lab) -> Iterator[VmFactory]:
+def _vms_on(lab: Lab) -> Iterator[VmFactory]:
     factory = VmFactory(lab)
     try:
         yield factory
@@ -122,6 +129,12 @@ def vms(lab: Lab) -> Iterator[VmFactory]:
                     await lab.del_vm(name)
 
         asyncio.run(delete())
+
+
+@pytest.fixture
+def vms(lab: Lab) -> Iterator[VmFactory]:
+    """VMs on the shared lab, deleted after the test."""
+    yield from _vms_on(lab)
 
 
 def free_port() -> int:
@@ -165,3 +178,55 @@ async def api(url: str, method: str, path: str, body: dict[str, Any] | None = No
     ):
         assert response.status < 400, await response.text()
         return None if response.status == 204 else await response.json()
+
+
+@dataclass(frozen=True)
+class Cloud:
+    """One kumonet-server and a lab whose hosts run real agents."""
+
+    url: str
+    lab: Lab
+
+
+def _start_server_process(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    url = f"http://127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from kumonet.api.main import main; sys.exit(main())",
+         "--listen", url.removeprefix("http://"), "--store", f"sqlite:///{directory}/k.db"],
+        cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    for _ in range(400):
+        try:
+            with urllib.request.urlopen(f"{url}/v2.0/networks", timeout=1):
+                return proc, url
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    pytest.fail("kumonet-server did not come up")
+
+
+@pytest.fixture(scope="session")
+def cloud(lab_skip: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
+    """The shared whole-stack lab: a server (own SQLite file) and 3 hosts with
+    agents. Tests add their own networks (unique names and CIDRs) and VMs
+    through ``cloud_vms``."""
+    for module in ("kumonet.api.main", "kumonet.agent.main"):
+        if importlib.util.find_spec(module) is None:
+            pytest.skip(f"{module} is not available yet")
+    proc, url = _start_server_process(tmp_path_factory.mktemp("cloud"))
+    prefix = unique_prefix()
+    try:
+        lab = asyncio.run(Lab.up(3, prefix=prefix, server_urls=[url], agents=True))
+        asyncio.run(lab.wait_for_agents())
+        yield Cloud(url, lab)
+    finally:
+        asyncio.run(Lab.teardown(prefix))
+        proc.terminate()
+        proc.wait()
+
+
+@pytest.fixture
+def cloud_vms(cloud: Cloud) -> Iterator[VmFactory]:
+    """VMs on the shared cloud, deleted (with their ports) after the test."""
+    yield from _vms_on(cloud.lab)

@@ -12,7 +12,7 @@ import importlib.util
 
 import pytest
 
-from tests.lab.conftest import LabFactory, api
+from tests.lab.conftest import Cloud, LabFactory, VmFactory, api
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -48,3 +48,17 @@ async def test_vms_on_two_hosts_get_dhcp_and_talk_over_vxlan(
     assert await lab.ping("a", lease_b.address, attempts=20)
     assert await lab.ping("b", lease_a.address, attempts=20)
     assert await lab.tcp_check("a", "b", lease_b.address, size=300_000)
+
+
+async def test_the_shared_cloud_fixture_boots_vms_through_the_api(
+    cloud: Cloud, cloud_vms: VmFactory
+) -> None:
+    net = (await api(cloud.url, "POST", "/networks", {"network": {"name": "shared1"}}))["network"]
+    await api(cloud.url, "POST", "/subnets", {"subnet": {
+        "network_id": net["id"], "cidr": "10.30.0.0/24", "ip_version": 4}})
+    await cloud_vms.add("s1", "host1", network=net["id"])
+    await cloud_vms.add("s2", "host3", network=net["id"])
+    lease = await cloud.lab.vm_dhcp("s2", time_limit=30)
+    await cloud.lab.vm_dhcp("s1", time_limit=30)
+    assert await cloud.lab.ping("s1", lease.address, attempts=20)
+
