@@ -15,10 +15,10 @@ kumonet-server (its own SQLite file) plus a 3-host lab running real agents
 (``Cloud.url``, ``Cloud.lab``), and ``cloud_vms`` for per-test VMs booted
 through the API (``await cloud_vms.add("vm1", "host1", network=net_id)``,
 ports deleted afterwards). Tests create their own networks with unique names
-and CIDRs (the store is thrown away with the session). Other test trees reuse these fixtures by importing them into
-their own ``conftest.py`` (``from tests.lab.conftest import cloud, cloud_vms,
-lab_skip``) or once everyone needs them, by moving them to
-``tests/conftest.py``.
+and CIDRs (the store is thrown away with the session). Other test trees reuse
+these fixtures by importing them into their own ``conftest.py`` (``from
+tests.lab.conftest import cloud, cloud_vms, lab_skip``) or, once everyone
+needs them, by moving them to ``tests/conftest.py``.
 
 All lab tests need root, ``ip netns`` and Open vSwitch; they are marked
 ``lab`` and skipped elsewhere.
