@@ -44,6 +44,7 @@ Python API (``kumonet.lab.lab.Lab``; coroutines, usable from any loop)::
 
     lab = await Lab.up(3, prefix="kl", server_urls=["http://127.0.0.1:9696"])
     lab = Lab.load("kl")                        # any later process
+    await lab.wait_for_agents()                 # the server lists an alive agent per host
     vm = await lab.add_vm("vm1", "host1", network="net1")
     lease = await lab.vm_dhcp("vm1")            # DhcpLease(address, gateway, dns, mtu, ...)
     await lab.ping("vm1", "10.0.0.3")           # retries: first packet to a new tunnel is lost
