@@ -212,7 +212,8 @@ async def collect_status(store: Store) -> ClusterStatus:
 
 
 def format_table(status: ClusterStatus) -> str:
-    """The ``kumonet cluster status`` table."""
+    """The ``kumonet cluster status`` table. A shard living on the default
+    shard's store is shown as ``topology=default``."""
     header = ("SHARD", "MEMBER", "ENDPOINT", "RAFT STATE", "LEADER", "TERM", "COMMIT",
               "APPLIED", "DB SIZE", "HEALTH")  # fmt: skip
     rows: list[tuple[str, ...]] = [header]
@@ -220,7 +221,7 @@ def format_table(status: ClusterStatus) -> str:
         for r in shard.replicas:
             rows.append(
                 (
-                    shard.name + (" (on default)" if shard.inherited else ""),
+                    shard.name + ("=default" if shard.inherited else ""),
                     r.member,
                     r.endpoint or "-",
                     r.raft_state,
@@ -229,13 +230,17 @@ def format_table(status: ClusterStatus) -> str:
                     _text(r.commit_index),
                     _text(r.last_applied),
                     _size(r.db_size),
-                    "healthy" if r.healthy else ("; ".join(r.errors) or "unhealthy"),
+                    "healthy" if r.healthy else _brief("; ".join(r.errors) or "unhealthy"),
                 )
             )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip()
              for row in rows]  # fmt: skip
     return "\n".join(lines)
+
+
+def _brief(text: str, width: int = 60) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _text(value: int | None) -> str:

@@ -316,7 +316,8 @@ class EtcdStore:
                 await asyncio.sleep(min(ROUND_PAUSE, max(deadline - loop.time(), 0)))
         detail = "; ".join(failures[-len(self._endpoints) :]) or "no attempt finished"
         raise StoreUnavailable(
-            f"etcd {what}: no member answered with a quorum within {self._timeout:g} s ({detail})"
+            f"etcd {what}: no member answered within {self._timeout:g} s"
+            f" (no connection or no quorum: {detail})"
         )
 
     def _rotate(self) -> None:
