@@ -13,10 +13,9 @@ import json
 import logging
 import shutil
 import sys
-import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -36,72 +35,24 @@ from kumonet.lab.layout import (
 from kumonet.lab.neutron import DEFAULT_SERVER, NeutronClient, PortInfo
 from kumonet.lab.ovs import HostOVS
 from kumonet.lab.process import (
-    find_by_marker,
-    is_alive,
     netns_list,
     owned_pid,
     start_detached,
     stop_pids,
 )
 from kumonet.lab.state import HostRecord, LabState, VmRecord, write_json_atomically
+from kumonet.lab.status import HostStatus, LabStatus, ProcessStatus, VmStatus
+from kumonet.lab.teardown import (
+    TeardownReport,
+    delete_netns,
+    netns_pids,
+    release_port,
+    teardown,
+)
 
 log = logging.getLogger(__name__)
 
 VM_ARP_RETRANS_MS = 100
-
-
-@dataclass(frozen=True)
-class ProcessStatus:
-    name: str
-    pid: int | None
-
-    @property
-    def alive(self) -> bool:
-        return self.pid is not None
-
-
-@dataclass(frozen=True)
-class HostStatus:
-    name: str
-    netns: str
-    netns_exists: bool
-    underlay_ip: str
-    processes: tuple[ProcessStatus, ...]
-
-
-@dataclass(frozen=True)
-class VmStatus:
-    name: str
-    host: str
-    netns_exists: bool
-    mac: str
-    port_id: str
-    addresses: tuple[str, ...]
-    dhclient_pid: int | None
-    fixed_ips: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class LabStatus:
-    prefix: str
-    run_dir: Path
-    server_urls: tuple[str, ...]
-    relay: ProcessStatus | None
-    hosts: tuple[HostStatus, ...]
-    vms: tuple[VmStatus, ...]
-
-
-@dataclass(frozen=True)
-class TeardownReport:
-    processes: tuple[int, ...]
-    namespaces: tuple[str, ...]
-    interfaces: tuple[str, ...]
-    run_dir_removed: bool
-    logs: Path | None = None
-
-    @property
-    def anything(self) -> bool:
-        return bool(self.processes or self.namespaces or self.interfaces or self.run_dir_removed)
 
 
 def _loopback_targets(server_urls: Sequence[str]) -> list[tuple[str, int]]:
@@ -487,7 +438,7 @@ class Lab:
                     await self.del_vm(name)
             else:
                 if acquired is not None:
-                    await _release_port(acquired)
+                    await release_port(acquired)
                 shutil.rmtree(vm_dir, ignore_errors=True)
             raise
         return record
@@ -534,9 +485,9 @@ class Lab:
                 await self.ovs(vm.host).vsctl("--if-exists", "del-port", "br-int", vm.tap)
         # a process left inside (a test's server, a `vm exec`) would keep the
         # namespace and its veth alive after `ip netns del`
-        await stop_pids(await _netns_pids(vm.netns))
-        await _delete_netns([vm.netns])
-        await _release_port(vm)
+        await stop_pids(await netns_pids(vm.netns))
+        await delete_netns([vm.netns])
+        await release_port(vm)
         shutil.rmtree(vm_dir, ignore_errors=True)
 
     async def _stop_dhclient(self, vm_dir: Path) -> None:
@@ -639,97 +590,11 @@ class Lab:
         lab's namespaces), namespaces by prefix, stray interfaces by prefix,
         and the run directory. Safe to repeat. With ``keep_logs``, the logs
         (OVS, agents, relay, dhclient) are first copied below that directory."""
-        layout = LabLayout(prefix, root)
-        marker = f"{layout.run_dir}/"
-        await _release_ports(layout)
-        pids = set(find_by_marker(marker))
-        for pidfile in layout.run_dir.glob("**/*.pid") if layout.run_dir.exists() else ():
-            pid = owned_pid(pidfile, marker)
-            if pid is not None:
-                pids.add(pid)
-        namespaces = [ns for ns in await netns_list() if ns.startswith(layout.netns_prefix)]
-        for ns in namespaces:
-            pids.update(await _netns_pids(ns))
-        await stop_pids(pids)
-        await _delete_netns(namespaces)
-        interfaces = await _stray_interfaces(layout.netns_prefix)
-        for name in interfaces:
-            await run(["ip", "link", "del", name], check=False)
-        removed = layout.run_dir.exists()
-        kept = None
-        if removed and keep_logs is not None:
-            stamp = time.strftime("%Y%m%dT%H%M%S")
-            kept = _copy_logs(layout.run_dir, keep_logs / f"{prefix}-{stamp}")
-        if removed:
-            shutil.rmtree(layout.run_dir)
-        with contextlib.suppress(OSError):
-            layout.root.rmdir()  # only when no other lab is left
-        return TeardownReport(
-            tuple(sorted(pids)), tuple(namespaces), tuple(interfaces), removed, kept
-        )
-
-
-def _copy_logs(run_dir: Path, target: Path) -> Path:
-    for log_file in run_dir.glob("**/*.log"):
-        dest = target / log_file.relative_to(run_dir)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(log_file, dest)
-    return target
+        return await teardown(LabLayout(prefix, root), keep_logs=keep_logs)
 
 
 def _is_socket(path: Path) -> bool:
     return path.is_socket()
-
-
-async def _release_port(vm: VmRecord) -> None:
-    """As Nova on delete: the port it created goes, a given port is unbound."""
-    if not vm.server_url:
-        return
-    try:
-        client = NeutronClient(vm.server_url, timeout=5)
-        if vm.created_port:
-            await client.delete_port(vm.port_id)
-        else:
-            await client.unbind_port(vm.port_id)
-    except LabError as exc:
-        log.warning("VM %s: port %s left in the API: %s", vm.name, vm.port_id, exc)
-
-
-async def _release_ports(layout: LabLayout) -> None:
-    if not layout.vms_dir.exists():
-        return
-    for path in layout.vms_dir.glob("*/vm.json"):
-        try:
-            vm = VmRecord.from_json(json.loads(path.read_text()))
-        except (ValueError, KeyError, TypeError):
-            continue
-        await _release_port(vm)
-
-
-async def _netns_pids(netns: str) -> list[int]:
-    result = await run(["ip", "netns", "pids", netns], check=False)
-    return [int(p) for p in result.stdout.split() if p.isdigit() and is_alive(int(p))]
-
-
-async def _delete_netns(namespaces: Sequence[str]) -> None:
-    existing = set(await netns_list())
-    for ns in namespaces:
-        if ns in existing:
-            await run(["ip", "netns", "del", ns])
-
-
-async def _stray_interfaces(netns_prefix: str) -> list[str]:
-    """Interfaces named after the lab in the machine's own namespace (the lab
-    creates none there; a crash between steps must not leave one either)."""
-    result = await run(["ip", "-o", "link", "show"], check=False)
-    names = []
-    for line in result.stdout.splitlines():
-        fields = line.split(":", 2)
-        if len(fields) > 1:
-            name = fields[1].strip().split("@")[0]
-            if name.startswith(netns_prefix):
-                names.append(name)
-    return names
 
 
 __all__ = [

@@ -170,12 +170,6 @@ async def start_detached(
     return pid
 
 
-async def kill_tree_of_files(pidfiles: Iterable[Path], marker: str) -> None:
-    """Stop the processes named by ``pidfiles`` that still belong to the lab."""
-    pids = [pid for path in pidfiles if (pid := owned_pid(path, marker)) is not None]
-    await stop_pids(pids)
-
-
 async def netns_list() -> list[str]:
     result = await run(["ip", "netns", "list"])
     # lines look like "name" or "name (id: 3)"

@@ -44,7 +44,10 @@ from typing import Any
 import aiohttp
 import pytest
 
+from kumonet.lab.command import run
 from kumonet.lab.lab import Lab
+from kumonet.lab.layout import LabLayout
+from kumonet.lab.process import find_by_marker, netns_list
 from kumonet.lab.state import VmRecord
 
 
@@ -230,3 +233,19 @@ def cloud(lab_skip: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 def cloud_vms(cloud: Cloud) -> Iterator[VmFactory]:
     """VMs on the shared cloud, deleted (with their ports) after the test."""
     yield from _vms_on(cloud.lab)
+
+
+async def leftovers(prefix: str) -> list[str]:
+    """Everything of lab ``prefix`` still on the machine, described."""
+    layout = LabLayout(prefix)
+    found = [f"netns {ns}" for ns in await netns_list() if ns.startswith(f"{prefix}-")]
+    found += [f"process {pid}" for pid in find_by_marker(f"{layout.run_dir}/")]
+    links = (await run(["ip", "-o", "link", "show"])).stdout
+    found += [
+        f"interface {line.split(':')[1].strip()}"
+        for line in links.splitlines()
+        if line.split(":")[1].strip().startswith(f"{prefix}-")
+    ]
+    if layout.run_dir.exists():
+        found.append(f"directory {layout.run_dir}")
+    return found
