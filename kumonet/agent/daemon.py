@@ -68,6 +68,7 @@ class Agent:
         self._intent = Intent()
         self._reported: dict[str, tuple[str, str]] = {}  # port → (status, host) in flight/done
         self.passes = 0  # reconciliation passes done (for tests and status)
+        self.last_flow_changes = (0, 0)  # (added, deleted) flows of the current/last pass
         self.ready = asyncio.Event()  # set after the first full reconciliation
 
     # -- start-up -----------------------------------------------------------
@@ -215,6 +216,7 @@ class Agent:
             await self._dirty.wait()
             self._dirty.clear()
             started = time.perf_counter()
+            self.last_flow_changes = (0, 0)
             try:
                 await self.reconcile_once()
             except (OvsdbError, OpenFlowError) as error:
@@ -225,7 +227,17 @@ class Agent:
                 continue
             self.passes += 1
             self.ready.set()
-            LOG.debug("reconciled in %.1f ms", (time.perf_counter() - started) * 1000)
+            added, deleted = self.last_flow_changes
+            # Operators (and the end-to-end tests) see when the switch changed and
+            # that a restart's first pass changed nothing; idle passes stay quiet.
+            log = LOG.info if self.passes == 1 or added or deleted else LOG.debug
+            log(
+                "reconciliation %d: +%d -%d flows in %.1f ms",
+                self.passes,
+                added,
+                deleted,
+                (time.perf_counter() - started) * 1000,
+            )
 
     def read_facts(self) -> HostFacts:
         config = self.config
@@ -277,6 +289,11 @@ class Agent:
             change = plan_flow_change(installed, desired)
             if not change.empty:
                 await bridge.apply(change)
+                added, deleted = self.last_flow_changes
+                self.last_flow_changes = (
+                    added + len(change.add_lines),
+                    deleted + len(change.delete_cookies),
+                )
             self._installed[bridge_name] = dict.fromkeys(desired, 1)
         if port_plan.remove:
             await self.ovsdb.apply_port_plan(PortPlan(remove=port_plan.remove))

@@ -1,0 +1,39 @@
+"""Fixtures shared across test folders: the end-to-end ``cloud``.
+
+``cloud`` (session) is one kumonet-server on a temporary SQLite store and a
+3-host lab with real kumonet-agents (random prefix, torn down at the end of
+the session even when tests fail; logs copied to ``$KUMONET_CLOUD_LOGS`` when
+set). ``tenant`` (function) gives a test its own project on it and removes
+what the test made. See ``tests/cloud.py``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.cloud import Cloud, Tenant, cloud_unavailable, running_cloud
+
+
+@pytest.fixture(scope="session")
+def cloud() -> Iterator[Cloud]:
+    reason = cloud_unavailable()
+    if reason:
+        pytest.skip(reason)
+    prefix = "c" + secrets.token_hex(3)[:5]
+    logs = os.environ.get("KUMONET_CLOUD_LOGS")
+    with running_cloud(prefix, 3, keep_logs=Path(logs) if logs else None) as shared:
+        yield shared
+
+
+@pytest.fixture
+async def tenant(cloud: Cloud) -> AsyncIterator[Tenant]:
+    scope = Tenant(cloud)
+    try:
+        yield scope
+    finally:
+        await scope.close()
