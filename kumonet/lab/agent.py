@@ -7,6 +7,23 @@ tunnel_types``; ``neutron.conf``: ``[DEFAULT] host``), plus a ``[kumonet]``
 section for what Neutron has no name for. The agent runs inside its host's
 namespace with ``OVS_RUNDIR`` set to the host directory; it reaches the
 servers through the lab's relay (see ``kumonet.lab.relay``).
+
+L3 hosts (``lab up --l3-hosts M``) get, in addition::
+
+    [agent]
+    l3_agent = true                 # this host runs routers (false on the others)
+    agent_mode = legacy             # Neutron's l3_agent.ini agent_mode (no DVR)
+    [ovs]
+    bridge_mappings = external:br-ex
+    [kumonet]
+    router_namespace_prefix = kl-host1-   # router namespaces: kl-host1-qrouter-<id>
+
+Router namespaces carry the host's prefix because all simulated hosts share
+one machine's ``/run/netns``: the prefix tells hosts apart, lets failure
+injection find a host's routers (and their keepalived), and lets ``lab down``
+remove them with the rest of the lab. Per-router keepalived state lives
+under ``[DEFAULT] state_path`` (``<host dir>/agent``). ``[agent]
+report_interval`` is written only when ``lab up --report-interval`` is given.
 """
 
 from __future__ import annotations
@@ -32,6 +49,9 @@ class AgentConfig:
     bridge_mappings: tuple[tuple[str, str], ...] = ()
     integration_bridge: str = "br-int"
     datapath_type: str = "netdev"
+    l3: bool = False
+    router_namespace_prefix: str = ""
+    report_interval: float | None = None
 
     def render(self) -> str:
         parser = configparser.ConfigParser(interpolation=None)
@@ -50,7 +70,15 @@ class AgentConfig:
             "local_ip": self.local_ip,
             "bridge_mappings": ",".join(f"{net}:{br}" for net, br in self.bridge_mappings),
         }
-        parser["agent"] = {"tunnel_types": ",".join(self.tunnel_types)}
+        if self.l3:
+            parser["kumonet"]["router_namespace_prefix"] = self.router_namespace_prefix
+        agent = {"tunnel_types": ",".join(self.tunnel_types),
+                 "l3_agent": "true" if self.l3 else "false"}
+        if self.l3:
+            agent["agent_mode"] = "legacy"
+        if self.report_interval is not None:
+            agent["report_interval"] = f"{self.report_interval:g}"
+        parser["agent"] = agent
         out = io.StringIO()
         out.write("# kumonet-agent configuration, written by `kumonet lab up`\n")
         parser.write(out)

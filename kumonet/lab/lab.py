@@ -13,6 +13,7 @@ import json
 import logging
 import shutil
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import replace
@@ -20,10 +21,22 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from kumonet.lab import agent as agent_mod
-from kumonet.lab import probe
+from kumonet.lab import external, probe
 from kumonet.lab.command import CommandResult, all_of, in_netns, run, wait_until
 from kumonet.lab.dhclient import DhclientFiles, DhcpLease, obtain_lease, write_script
 from kumonet.lab.errors import LabError, LabNotFound
+from kumonet.lab.failure import (
+    Failure,
+    FailureKind,
+    claim_failure,
+    clear_failure,
+    failure_kind,
+    host_pids,
+    keepalived_pids,
+    kill_at_once,
+    read_failure,
+    write_failure,
+)
 from kumonet.lab.layout import (
     DEFAULT_PREFIX,
     DEFAULT_ROOT,
@@ -33,6 +46,7 @@ from kumonet.lab.layout import (
     tap_name,
 )
 from kumonet.lab.neutron import DEFAULT_SERVER, NeutronClient, PortInfo
+from kumonet.lab.outage import DEFAULT_INTERVAL, ECHO_PORT, EchoServer, Pinger, TcpStream
 from kumonet.lab.ovs import HostOVS
 from kumonet.lab.process import (
     netns_list,
@@ -41,7 +55,7 @@ from kumonet.lab.process import (
     stop_pids,
 )
 from kumonet.lab.state import HostRecord, LabState, VmRecord, write_json_atomically
-from kumonet.lab.status import HostStatus, LabStatus, ProcessStatus, VmStatus
+from kumonet.lab.status import ExternalStatus, HostStatus, LabStatus, ProcessStatus, VmStatus
 from kumonet.lab.teardown import (
     TeardownReport,
     delete_netns,
@@ -92,6 +106,7 @@ class Lab:
         cls,
         hosts: int,
         *,
+        l3_hosts: int = 0,
         prefix: str = DEFAULT_PREFIX,
         root: Path = DEFAULT_ROOT,
         server_urls: Sequence[str] = (),
@@ -100,15 +115,22 @@ class Lab:
         tunnel_types: Sequence[str] = ("vxlan",),
         cleanup_on_failure: bool = True,
         agent_command: Sequence[str] | None = None,
+        report_interval: float | None = None,
     ) -> Lab:
         """Create hosts ``host1..hostN``, the underlay, and (when asked and
-        available) one agent per host. On failure the half-built lab is torn
-        down (unless ``cleanup_on_failure`` is false) and the error re-raised.
-        ``agent_command`` replaces ``kumonet-agent`` (``--config FILE`` is
-        appended), e.g. to run another build or a stand-in in tests."""
+        available) one agent per host. ``host1..host<l3_hosts>`` are L3 hosts:
+        br-ex on the external network shared with the upstream namespace
+        (203.0.113.1/24), the agent's L3 role on. On failure the half-built
+        lab is torn down (unless ``cleanup_on_failure`` is false) and the
+        error re-raised. ``agent_command`` replaces ``kumonet-agent``
+        (``--config FILE`` is appended), e.g. to run another build or a
+        stand-in in tests; ``report_interval`` goes into the agents' config
+        (``[agent] report_interval``)."""
         layout = LabLayout(prefix, root)
         if not 1 <= hosts <= 99:
             raise LabError(f"--hosts must be 1..99, not {hosts}")
+        if not 0 <= l3_hosts <= hosts:
+            raise LabError(f"--l3-hosts must be 0..{hosts} (the hosts), not {l3_hosts}")
         # Creating the run directory claims the prefix: of two concurrent
         # `up`s the loser stops here and never tears down the winner's lab.
         layout.root.mkdir(parents=True, exist_ok=True)
@@ -137,22 +159,27 @@ class Lab:
                     netns=layout.host_netns(name),
                     dir=str(layout.host_dir(name)),
                     underlay_ip=layout.underlay_ip(name),
+                    l3=index <= l3_hosts,
                 )
-                for name in names
+                for index, name in enumerate(names, start=1)
             ),
             server_urls=tuple(server_urls),
             agents=False,
             underlay_mtu=underlay_mtu,
             tunnel_types=tuple(tunnel_types),
+            agent_command=tuple(agent_command) if agent_command is not None else None,
+            report_interval=report_interval,
         )
         lab = cls(layout, state)
         try:
             layout.vms_dir.mkdir()
             write_script(layout.run_dir / "dhclient-script")
             await lab._create_underlay()
+            if state.external:
+                await external.create_segment(layout)
             await all_of(*(lab._create_host(host) for host in state.hosts))
             if agents:
-                started = await lab._start_agents(agent_command)
+                started = await lab._start_agents()
                 lab.state = replace(lab.state, agents=started)
             write_json_atomically(layout.state_file, lab.state.to_json())
         except BaseException:
@@ -216,6 +243,18 @@ class Lab:
         await run(["ip", "-n", ul_ns, "link", "set", ul_port, "master",
                    self.layout.underlay_bridge, "up"])
         await run(["ip", "-n", ns, "link", "set", uplink, "up"])
+        br_ex: list[str] = []
+        if host.l3:
+            await external.attach_host(self.layout, host)
+            # The agent creates br-ex too (bridge_mappings) and makes it
+            # secure with its own flows; made here, the physical side is
+            # plugged whether or not an agent runs.
+            br_ex = [
+                "--", "add-br", "br-ex",
+                "--", "set", "Bridge", "br-ex", "datapath_type=netdev",
+                "other_config:disable-in-band=true",
+                "--", "add-port", "br-ex", self.layout.host_external_link,
+            ]
         # Everything in one transaction before ovs-vswitchd starts: it then
         # configures all bridges in its first pass.
         await ovs.vsctl(
@@ -230,15 +269,26 @@ class Lab:
             "--", "add-br", "br-int",
             "--", "set", "Bridge", "br-int", "datapath_type=netdev", "fail_mode=secure",
             "other_config:disable-in-band=true",
+            *br_ex,
             wait=False,
         )
-        await ovs.start_vswitchd()
-        await self._wait_for_link(ns, "br-phy")
-        await run(["ip", "-n", ns, "addr", "add",
+        await self._start_vswitchd(host)
+        log.info("%s up: netns %s underlay %s%s", host.name, ns, host.underlay_ip,
+                 ", L3 (br-ex on the external network)" if host.l3 else "")
+
+    async def _start_vswitchd(self, host: HostRecord) -> None:
+        """ovs-vswitchd, then what lives only in the kernel and goes with it:
+        the bridges' internal ports (taps of the userspace datapath) and the
+        underlay address on br-phy. Also the restart after a host failure."""
+        ns = host.netns
+        await self.ovs(host.name).start_vswitchd()
+        bridges = ["br-phy", "br-int", *(["br-ex"] if host.l3 else [])]
+        for bridge in bridges:
+            await self._wait_for_link(ns, bridge)
+        await run(["ip", "-n", ns, "addr", "replace",
                    f"{host.underlay_ip}/{self.layout.underlay_prefixlen}", "dev", "br-phy"])
-        await run(["ip", "-n", ns, "link", "set", "br-phy", "up"])
-        await run(["ip", "-n", ns, "link", "set", "br-int", "up"])
-        log.info("%s up: netns %s underlay %s", host.name, ns, host.underlay_ip)
+        for bridge in bridges:
+            await run(["ip", "-n", ns, "link", "set", bridge, "up"])
 
     async def start_relay(self) -> int | None:
         """Start the relay that makes loopback servers reachable from inside
@@ -302,7 +352,8 @@ class Lab:
         # Every lab process names a file below the run directory.
         return f"{self.layout.run_dir}/"
 
-    async def _start_agents(self, command: Sequence[str] | None) -> bool:
+    async def _start_agents(self) -> bool:
+        command = self.state.agent_command
         if command is None and not agent_mod.agent_available():
             log.warning(
                 "kumonet-agent is not available yet (%s missing): hosts are up"
@@ -318,18 +369,136 @@ class Lab:
                 host_dir=Path(host.dir),
                 local_ip=host.underlay_ip,
                 tunnel_types=self.state.tunnel_types,
+                bridge_mappings=(
+                    ((self.layout.external_physnet, self.layout.external_ovs_bridge),)
+                    if host.l3 else ()
+                ),
+                l3=host.l3,
+                router_namespace_prefix=self.layout.router_netns_prefix(host.name),
+                report_interval=self.state.report_interval,
             )
-            config_file = Path(host.dir) / "agent.ini"
-            config_file.write_text(config.render())
+            (Path(host.dir) / "agent.ini").write_text(config.render())
             (Path(host.dir) / "agent").mkdir(exist_ok=True)
-            await start_detached(
-                in_netns(host.netns, agent_mod.agent_argv(config_file, command)),
-                pidfile=Path(host.dir) / "agent.pid",
-                logfile=Path(host.dir) / "agent.log",
-                env=self.ovs(host.name).env,
-            )
-            log.info("%s: kumonet-agent started (%s)", host.name, config_file)
+            await self._start_agent(host)
         return True
+
+    async def _start_agent(self, host: HostRecord) -> int:
+        config_file = Path(host.dir) / "agent.ini"
+        pid = await start_detached(
+            in_netns(host.netns, agent_mod.agent_argv(config_file, self.state.agent_command)),
+            pidfile=Path(host.dir) / "agent.pid",
+            logfile=Path(host.dir) / "agent.log",
+            env=self.ovs(host.name).env,
+        )
+        log.info("%s: kumonet-agent started (%s)", host.name, config_file)
+        return pid
+
+    # external network and outage probes ---------------------------------------
+    def _external_netns(self) -> str:
+        if not self.state.external:
+            raise LabError(
+                f"lab {self.layout.prefix!r} has no external network"
+                " (bring it up with `kumonet lab up --l3-hosts M`)"
+            )
+        return self.layout.external_netns
+
+    async def external_exec(
+        self, argv: Sequence[str], *, check: bool = True, time_limit: float = 60.0
+    ) -> CommandResult:
+        """Run ``argv`` in the upstream namespace (203.0.113.1/24)."""
+        return await run(in_netns(self._external_netns(), argv), check=check,
+                         time_limit=time_limit)
+
+    async def external_ping(
+        self, address: str, *, attempts: int = 10, wait: float = 1.0
+    ) -> bool:
+        """True as soon as one echo from the upstream namespace is answered."""
+        return await probe.ping(self._external_netns(), address, attempts=attempts, wait=wait)
+
+    def external_pinger(self, address: str, *, interval: float = DEFAULT_INTERVAL) -> Pinger:
+        """A background ping train from the upstream namespace (not started:
+        ``async with lab.external_pinger(fip) as pinger``)."""
+        return Pinger(self._external_netns(), address, interval=interval)
+
+    def echo_server(self, vm: str, *, port: int = ECHO_PORT) -> EchoServer:
+        """A TCP line echo server in a VM (not started: ``async with``)."""
+        return EchoServer(self.vm(vm).netns, port=port)
+
+    def external_tcp_stream(
+        self, address: str, port: int = ECHO_PORT, *, interval: float = DEFAULT_INTERVAL,
+        stall_limit: float = 20.0,
+    ) -> TcpStream:
+        """A long-lived TCP connection from the upstream namespace to an echo
+        server (through a floating IP), a line every ``interval`` (not
+        started: ``async with``)."""
+        return TcpStream(self._external_netns(), address, port, interval=interval,
+                         stall_limit=stall_limit)
+
+    # failure injection -------------------------------------------------------
+    async def _host_namespaces(self, host: HostRecord) -> list[str]:
+        """The host's namespace and its router namespaces."""
+        routers = self.layout.router_netns_prefix(host.name)
+        return [host.netns, *(ns for ns in await netns_list() if ns.startswith(routers))]
+
+    def failure(self, host: str) -> Failure | None:
+        return read_failure(Path(self.host(host).dir))
+
+    def failures(self) -> dict[str, Failure]:
+        """The hosts that are failed now, with how."""
+        return {
+            host.name: failure for host in self.state.hosts
+            if (failure := read_failure(Path(host.dir))) is not None
+        }
+
+    async def fail_host(self, host: str, how: str | FailureKind) -> Failure:
+        """Inject a failure (``agent``, ``link`` or ``host``; see
+        ``kumonet.lab.failure``); LabError if the host has failed already."""
+        record = self.host(host)
+        kind = failure_kind(how)
+        host_dir = Path(record.dir)
+        failure = Failure(host, kind, time.time())
+        claim_failure(host_dir, failure)
+        namespaces = await self._host_namespaces(record)
+        if kind is FailureKind.LINK:
+            links = tuple(external.host_links(self.layout, record))
+            for ns, name in links:
+                await run(["ip", "-n", ns, "link", "set", "dev", name, "down"])
+            failure = Failure(host, kind, failure.at, links=links)
+        else:
+            if kind is FailureKind.AGENT:
+                agent = owned_pid(host_dir / "agent.pid", self._marker)
+                pids = [*keepalived_pids(host_dir, namespaces),
+                        *([agent] if agent is not None else [])]
+            else:
+                pids = host_pids(host_dir, namespaces)
+            failure = Failure(host, kind, failure.at, killed=tuple(await kill_at_once(pids)))
+        write_failure(host_dir, failure)
+        log.info("%s: failed (%s) at %.3f", host, kind.value, failure.at)
+        return failure
+
+    async def recover_host(self, host: str) -> Failure:
+        """Undo the host's failure: links up, or OVS and the agent started
+        again. Returns the failure undone; LabError if there is none."""
+        record = self.host(host)
+        host_dir = Path(record.dir)
+        failure = read_failure(host_dir)
+        if failure is None:
+            raise LabError(f"{host} has not failed (nothing to recover)")
+        if failure.how is FailureKind.LINK:
+            for ns, name in failure.links:
+                await run(["ip", "-n", ns, "link", "set", "dev", name, "up"])
+        else:
+            if failure.how is FailureKind.HOST:
+                ovs = self.ovs(host)
+                if owned_pid(ovs.ovsdb_pidfile, self._marker) is None:
+                    await ovs.start_ovsdb()
+                if owned_pid(ovs.vswitchd_pidfile, self._marker) is None:
+                    await self._start_vswitchd(record)
+            if self.state.agents and owned_pid(host_dir / "agent.pid", self._marker) is None:
+                await self._start_agent(record)
+        clear_failure(host_dir)
+        log.info("%s: recovered from %s", host, failure.how.value)
+        return failure
 
 
     # VMs ---------------------------------------------------------------------
@@ -559,8 +728,16 @@ class Lab:
             if self.state.agents:
                 procs.append(ProcessStatus("kumonet-agent", owned_pid(d / "agent.pid",
                                                                       self._marker)))
-            hosts.append(HostStatus(host.name, host.netns, host.netns in namespaces,
-                                    host.underlay_ip, tuple(procs)))
+            failure = read_failure(d)
+            host_namespaces = [ns for ns in await self._host_namespaces(host)
+                               if ns in namespaces]
+            hosts.append(HostStatus(
+                host.name, host.netns, host.netns in namespaces, host.underlay_ip,
+                tuple(procs), host.l3,
+                failure.how.value if failure else None, failure.at if failure else None,
+                tuple(ns for ns in host_namespaces if ns != host.netns),
+                tuple(keepalived_pids(d, host_namespaces)),
+            ))
         vms = []
         for vm in self.vms().values():
             addresses = tuple(await self.vm_addresses(vm.name)) if vm.netns in namespaces else ()
@@ -573,8 +750,14 @@ class Lab:
         if (self.layout.relay_dir / "relay.pid").exists():
             relay = ProcessStatus("relay", owned_pid(self.layout.relay_dir / "relay.pid",
                                                      self._marker))
+        ext = None
+        if self.state.external:
+            ext = ExternalStatus(
+                self.layout.external_netns, self.layout.external_netns in namespaces,
+                f"{self.layout.external_ip}/{self.layout.external_prefixlen}",
+            )
         return LabStatus(self.layout.prefix, self.layout.run_dir, self.state.server_urls,
-                         relay, tuple(hosts), tuple(vms))
+                         relay, tuple(hosts), tuple(vms), ext)
 
     async def down(self) -> TeardownReport:
         return await self.teardown(self.layout.prefix, root=self.layout.root)
@@ -598,6 +781,9 @@ def _is_socket(path: Path) -> bool:
 
 
 __all__ = [
+    "ExternalStatus",
+    "Failure",
+    "FailureKind",
     "HostStatus",
     "Lab",
     "LabStatus",

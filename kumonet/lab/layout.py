@@ -8,8 +8,16 @@ names (``kl2-...`` does not start with ``kl-``, and no prefix ``kl-x`` exists).
 Interface names stay within the kernel's 15 characters.
 
 Inside a host namespace the bridges keep their ordinary names (``br-int``,
-``br-phy``): each host has its own OVS and its own interfaces, exactly as a
-real hypervisor, and the agent's configuration names them.
+``br-phy``, ``br-ex``): each host has its own OVS and its own interfaces,
+exactly as a real hypervisor, and the agent's configuration names them.
+
+The external network (L3 hosts only): a Linux bridge ``<prefix>-exbr`` in the
+namespace ``<prefix>-exsw`` (a pure L2 switch, no address) with one veth per L3
+host (``<prefix>-ex-hN`` there, ``<prefix>-ex`` in the host, a port of br-ex)
+and one to the upstream router namespace ``<prefix>-ext`` (``<prefix>-ex-up``
+there, ``eth0`` in ``<prefix>-ext`` holding 203.0.113.1/24). A host's router
+namespaces are named ``<prefix>-<host>-qrouter-<id>`` (the L3 agent's
+namespace prefix), so they belong to the lab and to their host.
 """
 
 from __future__ import annotations
@@ -107,6 +115,20 @@ class LabLayout:
         host_index(host)
         return f"{self.prefix}-{host}"
 
+    def router_netns_prefix(self, host: str) -> str:
+        """What the host's L3 agent puts before ``qrouter-<id>``: the router
+        namespaces of ``host`` are told apart from other hosts' by it."""
+        return f"{self.host_netns(host)}-"
+
+    @property
+    def external_switch_netns(self) -> str:
+        return f"{self.prefix}-exsw"
+
+    @property
+    def external_netns(self) -> str:
+        """The upstream router: 203.0.113.1/24 on its eth0."""
+        return f"{self.prefix}-ext"
+
     def vm_netns(self, vm: str) -> str:
         return f"{self.prefix}-vm-{check_vm_name(vm)}"
 
@@ -124,6 +146,29 @@ class LabLayout:
         """The host-namespace end of the underlay veth (a port of br-phy)."""
         return f"{self.prefix}-ul"
 
+    @property
+    def external_bridge(self) -> str:
+        """The Linux bridge of the external segment (in the switch namespace)."""
+        return f"{self.prefix}-exbr"
+
+    def external_port(self, host: str) -> str:
+        """The switch end of an L3 host's external veth."""
+        return f"{self.prefix}-ex-h{host_index(host)}"
+
+    @property
+    def host_external_link(self) -> str:
+        """The host end of the external veth (a port of br-ex)."""
+        return f"{self.prefix}-ex"
+
+    @property
+    def external_uplink_port(self) -> str:
+        """The switch end of the upstream namespace's veth."""
+        return f"{self.prefix}-ex-up"
+
+    external_device = "eth0"  # in the upstream namespace
+    external_physnet = "external"
+    external_ovs_bridge = "br-ex"
+
     # addresses -------------------------------------------------------------
     @staticmethod
     def underlay_ip(host: str) -> str:
@@ -131,6 +176,10 @@ class LabLayout:
 
     underlay_prefixlen = 24
     underlay_gateway = "192.0.2.254"
+
+    external_ip = "203.0.113.1"
+    external_prefixlen = 24
+    external_cidr = "203.0.113.0/24"
 
     @staticmethod
     def br_phy_mac(host: str) -> str:

@@ -28,6 +28,8 @@ class HostRecord:
     netns: str
     dir: str
     underlay_ip: str
+    # L3-capable: br-ex on the external network, the agent's L3 role on
+    l3: bool = False
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,15 @@ class LabState:
     agents: bool = False
     underlay_mtu: int = 1500
     tunnel_types: tuple[str, ...] = ("vxlan",)
+    # what `up` started the agents with, so `host recover` restarts the same
+    agent_command: tuple[str, ...] | None = None
+    report_interval: float | None = None
     version: int = STATE_VERSION
+
+    @property
+    def external(self) -> bool:
+        """Whether the lab has the external network (it has L3 hosts)."""
+        return any(host.l3 for host in self.hosts)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -52,6 +62,13 @@ class LabState:
             agents=bool(data.get("agents", False)),
             underlay_mtu=int(data.get("underlay_mtu", 1500)),
             tunnel_types=tuple(data.get("tunnel_types", ("vxlan",))),
+            agent_command=(
+                tuple(data["agent_command"]) if data.get("agent_command") is not None else None
+            ),
+            report_interval=(
+                float(data["report_interval"]) if data.get("report_interval") is not None
+                else None
+            ),
             version=int(data.get("version", STATE_VERSION)),
         )
 

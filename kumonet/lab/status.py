@@ -23,6 +23,11 @@ class HostStatus:
     netns_exists: bool
     underlay_ip: str
     processes: tuple[ProcessStatus, ...]
+    l3: bool = False
+    failure: str | None = None  # how it was made to fail (agent, link, host), if it is
+    failed_at: float | None = None
+    router_namespaces: tuple[str, ...] = ()
+    keepalived: tuple[int, ...] = ()  # pids
 
 
 @dataclass(frozen=True)
@@ -38,6 +43,15 @@ class VmStatus:
 
 
 @dataclass(frozen=True)
+class ExternalStatus:
+    """The upstream namespace of the external network."""
+
+    netns: str
+    netns_exists: bool
+    address: str  # 203.0.113.1/24
+
+
+@dataclass(frozen=True)
 class LabStatus:
     prefix: str
     run_dir: Path
@@ -45,3 +59,4 @@ class LabStatus:
     relay: ProcessStatus | None
     hosts: tuple[HostStatus, ...]
     vms: tuple[VmStatus, ...]
+    external: ExternalStatus | None = None
