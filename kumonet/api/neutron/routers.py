@@ -8,18 +8,21 @@ Ports are made through :class:`~kumonet.api.neutron.ports.Ports` (so the
 port IPAM is the only allocator): first the port, then the router rewritten
 under its revision; if the router step fails the port is deleted again.
 
-Left for the L3 HA issue: the per-project HA network and HA ports
-(``network:router_ha_interface``) are created where ``ha`` is decided, in
-:meth:`Routers.create` / :meth:`Routers.update` (see ``_ha_changed``), and
-scheduling reads routers from the store.
+L3 HA and scheduling take part through :class:`RouterLifecycle` (built in
+``kumonet.api.main``, see :mod:`kumonet.api.neutron.l3_scheduler`): their
+compares and ops join the router's own create, ``ha`` conversion and delete
+transactions (the HA network record, the VRRP id, the schedule record,
+placements), and their follow-up work (placing the router, HA ports, the
+last HA router's network) runs once the router's transaction committed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -85,6 +88,32 @@ subnet_or_port = c.record({}, {"subnet_id": c.uuid, "port_id": c.uuid})
 routes_body = c.record({"routes": c.list_of(route)}, {})
 
 
+@dataclass(frozen=True, slots=True)
+class RouterChange:
+    """Another part's share of a router transaction: compares and ops joined
+    to it, and what to do once it committed."""
+
+    compares: Sequence[Compare] = ()
+    ops: Sequence[Op] = ()
+    after: Callable[[], Awaitable[None]] | None = None
+
+    async def run_after(self) -> None:
+        if self.after is not None:
+            await self.after()
+
+
+class RouterLifecycle(Protocol):
+    """L3 HA and scheduling's say in a router's life. ``creating`` and
+    ``converting`` may add stored keys to the router they are given (its
+    ``ha_vr_id``); each may run more than once (re-run transactions)."""
+
+    async def creating(self, router: Resource) -> RouterChange: ...
+
+    async def converting(self, old: Resource, new: Resource) -> RouterChange: ...
+
+    async def deleting(self, router: Resource) -> RouterChange: ...
+
+
 def _port_in_use(port: Resource) -> Conflict:
     return Conflict(f"Unable to complete operation on port {port['id']} for network "
                     f"{port['network_id']}. Port already has an attached device "
@@ -99,11 +128,12 @@ def _l3_port_in_use(port: Resource) -> Conflict:
 
 class Routers(ResourceBase):
     def __init__(self, context: ApiContext, networks: ResourceBase, subnets: ResourceBase,
-                 ports: Ports) -> None:
+                 ports: Ports, lifecycle: RouterLifecycle | None = None) -> None:
         super().__init__(context, ROUTER)
         self.networks = networks
         self.subnets = subnets
         self.ports = ports
+        self.lifecycle = lifecycle
         # Read only: interfaces and gateways in use by floating IPs stay.
         self.floatingips = Repository(context.store, FLOATINGIP)
 
@@ -181,11 +211,14 @@ class Routers(ResourceBase):
         router.update({"status": "ACTIVE", "external_gateway_info": None, "routes": [],
                        "availability_zones": [], "interfaces": [], "gw_port_id": None})
 
-        async def decide() -> Plan[Resource]:
-            return Plan([key_absent(self.repository.key(router["id"]))],
-                        [self.repository.put(router)], router)
+        async def decide() -> Plan[tuple[Resource, RouterChange]]:
+            change = RouterChange() if self.lifecycle is None \
+                else await self.lifecycle.creating(router)
+            return Plan([key_absent(self.repository.key(router["id"])), *change.compares],
+                        [self.repository.put(router), *change.ops], (dict(router), change))
 
-        created = await commit_with_retry(self.store, decide)
+        created, change = await commit_with_retry(self.store, decide)
+        await change.run_after()
         if gateway is None:
             return created
         try:
@@ -214,13 +247,31 @@ class Routers(ResourceBase):
             if "routes" in changes:
                 check_routes(new["routes"], new, gateway_cidrs, _own_addresses(new))
 
-        return await self.update_plain(identity, resource_id, changes, expected_revision,
-                                       check)
+        if "ha" not in changes or self.lifecycle is None:
+            return await self.update_plain(identity, resource_id, changes, expected_revision,
+                                           check)
+        lifecycle = self.lifecycle
+
+        async def decide() -> Plan[tuple[Resource, RouterChange]]:
+            found = await self.writable(identity, resource_id)
+            check_revision(found.resource, expected_revision)
+            new = self.changed(found.resource, changes)
+            check(found.resource, new)
+            change = RouterChange()
+            if bool(new.get("ha")) != bool(found.resource.get("ha")):
+                change = await lifecycle.converting(found.resource, new)
+            return Plan([key_unchanged(found.kv), *change.compares],
+                        [self.repository.put(new), *change.ops], (new, change))
+
+        updated, change = await commit_with_retry(self.store, decide)
+        await change.run_after()
+        return updated
 
     @staticmethod
     def _ha_changed(old: Resource, new: Resource) -> None:
         """Neutron migrates a router between legacy, HA and DVR only while it
-        is administratively down (the HA network and ports will be made here)."""
+        is administratively down (the HA network, VRRP id and HA ports follow
+        through :meth:`RouterLifecycle.converting`)."""
         for name in ("ha", "distributed"):
             if new.get(name) != old.get(name) and (old.get("admin_state_up") or
                                                   new.get("admin_state_up")):
@@ -242,16 +293,20 @@ class Routers(ResourceBase):
 
     async def delete(self, identity: Identity, resource_id: str,
                      expected_revision: int | None) -> None:
-        async def decide() -> Plan[Resource]:
+        async def decide() -> Plan[tuple[Resource, RouterChange]]:
             found = await self.writable(identity, resource_id)
             check_revision(found.resource, expected_revision)
             if found.resource.get("interfaces"):
                 raise router_in_use(resource_id)
-            return Plan([key_unchanged(found.kv)], [Delete(found.kv.key)], found.resource)
+            change = RouterChange() if self.lifecycle is None \
+                else await self.lifecycle.deleting(found.resource)
+            return Plan([key_unchanged(found.kv), *change.compares],
+                        [Delete(found.kv.key), *change.ops], (found.resource, change))
 
-        router = await commit_with_retry(self.store, decide)
+        router, change = await commit_with_retry(self.store, decide)
         if router.get("gw_port_id"):
             await self._delete_port_quietly(router["gw_port_id"])
+        await change.run_after()
 
     async def _delete_port_quietly(self, port_id: str) -> None:
         with contextlib.suppress(NotFound):  # already gone with its network
