@@ -11,9 +11,11 @@ L3 placements (which L3 agents host a router) are intent:
 
     /config/neutron/l3_placements/<router_id>/<host>   {"router_id", "host", "agent_id"}
 
-written by an admin (``POST /v2.0/agents/{id}/l3-routers``) now and by the
-router scheduler later; agents read them through the agent sync API. The HA
-state an L3 host reports lives in ``/operational/neutron/l3/<router_id>/<host>``.
+written by an admin (``POST /v2.0/agents/{id}/l3-routers``) and by the
+router scheduler (:mod:`kumonet.api.neutron.l3_scheduler`, which also makes
+and removes the HA port with each placement of an HA router); agents read
+them through the agent sync API. The HA state an L3 host reports lives in
+``/operational/neutron/l3/<router_id>/<host>``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -42,7 +44,6 @@ from kumonet.api.repository import (
     Stored,
     neutron_key,
     neutron_prefix,
-    still_exists,
 )
 from kumonet.api.transaction import Plan, commit_with_retry
 from kumonet.model.agent import AGENT, AGENT_TYPES, L3_AGENT, agent_body, agent_id
@@ -189,12 +190,21 @@ class Agents:
         raise BadRequest("Agents do not support tags.")
 
 
+class Placements(Protocol):
+    """Writes placements (with an HA router's HA port on the host)."""
+
+    async def add_by_hand(self, router_id: str, host: str) -> None: ...
+
+    async def remove_host(self, router_id: str, host: str) -> bool: ...
+
+
 class L3Scheduling:
     """``/v2.0/routers/{id}/l3-agents`` and ``/v2.0/agents/{id}/l3-routers``."""
 
-    def __init__(self, store: Store, agents: Agents) -> None:
+    def __init__(self, store: Store, agents: Agents, placements: Placements) -> None:
         self.store = store
         self.agents = agents
+        self.placements = placements
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/v2.0/routers/{id}/l3-agents", self.router_agents)
@@ -259,20 +269,10 @@ class L3Scheduling:
             # Neutron answers this one as a 404 (neutron-lib's InvalidL3Agent).
             raise NotFound(f"Agent {agent['id']} is not a L3 Agent or has been disabled",
                            type_name="InvalidL3Agent")
-        key = l3_placement_key(router_id, agent["host"])
-
-        async def decide() -> Plan[None]:
-            router = await self._router(router_id)
-            if await self.store.get(key) is not None:
-                raise Conflict(f"The router {router_id} has been already hosted by the L3 "
-                               f"Agent {agent['id']}.", type_name="RouterHostedByL3Agent")
-            placement = {"router_id": router_id, "host": agent["host"],
-                         "agent_id": agent["id"]}
-            # The router must still be the one read: no placement outlives it.
-            return Plan([still_exists(router), key_absent(key)],
-                        [Put(key, orjson.dumps(placement))], None)
-
-        await commit_with_retry(self.store, decide)
+        await self._router(router_id)
+        # Neutron: a router already on this agent is fine (nothing to do); a
+        # legacy router on another agent is 409 RouterHostedByL3Agent.
+        await self.placements.add_by_hand(router_id, agent["host"])
         return json_response({}, status=201)
 
     async def unschedule(self, request: web.Request) -> web.Response:
@@ -280,9 +280,8 @@ class L3Scheduling:
         _admin_only(identity, "delete_l3-router")
         agent = await self._l3_agent(identity, request.match_info["id"])
         router_id = request.match_info["router_id"]
-        key = l3_placement_key(router_id, agent["host"])
-        if not _SAFE_ID.match(router_id) or await self.store.get(key) is None:
+        if not _SAFE_ID.match(router_id) or \
+                not await self.placements.remove_host(router_id, agent["host"]):
             raise Conflict(f"The router {router_id} is not hosted by L3 agent {agent['id']}.",
                            type_name="RouterNotHostedByL3Agent")
-        await self.store.delete(key)
         return web.Response(status=204)
