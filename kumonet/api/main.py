@@ -24,6 +24,14 @@ from kumonet.api.ipam import AddressHints
 from kumonet.api.neutron.agents import AGENT_EXTENSIONS, Agents, L3Scheduling
 from kumonet.api.neutron.extensions import CORE_EXTENSIONS
 from kumonet.api.neutron.floatingips import FloatingIPs
+from kumonet.api.neutron.l3_ha import RouterHA
+from kumonet.api.neutron.l3_scheduler import (
+    L3Rescheduler,
+    ReschedulerService,
+    ReschedulerSettings,
+    RouterL3,
+    RouterScheduler,
+)
 from kumonet.api.neutron.networks import Networks
 from kumonet.api.neutron.ports import Ports
 from kumonet.api.neutron.routers import ROUTER_EXTENSIONS, Routers
@@ -39,7 +47,8 @@ from kumonet.store.contract import Store, StoreError
 log = logging.getLogger("kumonet.server")
 
 
-def build_api(context: ApiContext) -> ApiParts:
+def build_api(context: ApiContext,
+              rescheduler: ReschedulerSettings | None = None) -> ApiParts:
     """Every resource the server serves, the extensions they make real, and
     extra routes (member actions such as ``add_router_interface``).
 
@@ -50,18 +59,23 @@ def build_api(context: ApiContext) -> ApiParts:
     subnets = Subnets(context, hints, networks)
     security_groups = SecurityGroups(context)
     ports = Ports(context, hints, networks, subnets, security_groups)
-    routers = Routers(context, networks, subnets, ports)
+    hosts = HostRegistry(context)
+    router_ha = RouterHA(context, networks, subnets, ports)
+    scheduler = RouterScheduler(context, hosts, router_ha)
+    routers = Routers(context, networks, subnets, ports, RouterL3(router_ha, scheduler))
     floatingips = FloatingIPs(context, networks, ports, routers)
     ports.delete_hooks += [routers, floatingips]
-    hosts = HostRegistry(context)
     agents = Agents(context.store, hosts)
+    rescheduling = ReschedulerService(L3Rescheduler(scheduler,
+                                                    rescheduler or ReschedulerSettings()))
     return ApiParts(resources=[networks, subnets, ports, agents, security_groups,
                                SecurityGroupRules(context, security_groups), routers,
                                floatingips],
                     extensions=[*CORE_EXTENSIONS, *AGENT_EXTENSIONS,
                                 *SECURITY_GROUP_EXTENSIONS, *ROUTER_EXTENSIONS],
-                    routes=[L3Scheduling(context.store, agents), AgentSync(context, hosts, ports),
-                            routers, ClusterStatusRoutes(context.store)])
+                    routes=[L3Scheduling(context.store, agents, scheduler),
+                            AgentSync(context, hosts, ports), routers,
+                            ClusterStatusRoutes(context.store), rescheduling])
 
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
@@ -70,9 +84,10 @@ def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
     return NoAuth()
 
 
-def make_app(store: Store, config: ServerConfig, authenticator: Authenticator) -> web.Application:
+def make_app(store: Store, config: ServerConfig, authenticator: Authenticator, *,
+             rescheduler: ReschedulerSettings | None = None) -> web.Application:
     context = ApiContext(store=store, config=config)
-    return build_app(build_api(context), authenticator=authenticator,
+    return build_app(build_api(context, rescheduler), authenticator=authenticator,
                      max_body_size=config.max_request_body_size)
 
 
