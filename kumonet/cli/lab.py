@@ -22,10 +22,15 @@ from typing import Any
 EPILOG = """\
 examples:
   kumonet lab up --hosts 3                      # host1..host3 (+ agents if available)
+  kumonet lab up --hosts 3 --l3-hosts 2         # host1, host2 with br-ex on the external net
   kumonet lab vm add vm1 --host host1 --network net1
   kumonet lab vm dhcp vm1
   kumonet lab vm exec vm1 -- ping -c1 10.0.0.3
   kumonet lab host exec host1 -- ovs-ofctl -O OpenFlow15 dump-flows br-int
+  kumonet lab external exec -- ping -c1 203.0.113.10   # from the upstream (203.0.113.1)
+  kumonet lab external ping 203.0.113.10 --seconds 20  # 50 ms pings, prints the outage
+  kumonet lab host fail host1 --how agent|link|host
+  kumonet lab host recover host1
   kumonet lab status
   kumonet lab down
 Every command takes --prefix P (default kl) to address one of several labs.
@@ -79,11 +84,19 @@ async def _up(args: argparse.Namespace) -> int:
         underlay_mtu=args.underlay_mtu,
         cleanup_on_failure=not args.keep_on_failure,
         agent_command=shlex.split(args.agent_command) if args.agent_command else None,
+        l3_hosts=args.l3_hosts,
+        report_interval=args.report_interval,
     )
     elapsed = time.monotonic() - started
     print(f"lab {lab.layout.prefix} up in {elapsed:.2f} s, state in {lab.layout.run_dir}")
     for host in lab.state.hosts:
-        print(f"  {host.name}: netns {host.netns}, underlay {host.underlay_ip}")
+        l3 = ", L3 (br-ex on physnet external)" if host.l3 else ""
+        print(f"  {host.name}: netns {host.netns}, underlay {host.underlay_ip}{l3}")
+    if lab.state.external:
+        layout = lab.layout
+        print(f"  external: {layout.external_cidr} (flat, physical network"
+              f" {layout.external_physnet}), upstream {layout.external_ip} in"
+              f" netns {layout.external_netns}")
     if args.no_agents:
         print("  agents: not started (--no-agents)")
     elif not lab.state.agents:
@@ -127,7 +140,19 @@ async def _status(args: argparse.Namespace) -> int:
             f"{p.name} {'pid ' + str(p.pid) if p.alive else 'DEAD'}" for p in host.processes
         )
         netns = "" if host.netns_exists else " (netns MISSING)"
-        print(f"  {host.name}  {host.underlay_ip:<12} {procs}{netns}")
+        l3 = " L3" if host.l3 else ""
+        failed = ""
+        if host.failure:
+            since = time.strftime("%H:%M:%S", time.gmtime(host.failed_at or 0))
+            failed = f"  FAILED ({host.failure} since {since} UTC)"
+        print(f"  {host.name}{l3:<3}  {host.underlay_ip:<12} {procs}{netns}{failed}")
+        if host.router_namespaces or host.keepalived:
+            print(f"        routers: {len(host.router_namespaces)} namespaces,"
+                  f" keepalived pids {' '.join(map(str, host.keepalived)) or '-'}")
+    if status.external is not None:
+        ext = status.external
+        missing = "" if ext.netns_exists else " (netns MISSING)"
+        print(f"  external: upstream {ext.address} in netns {ext.netns}{missing}")
     if not status.vms:
         print("  no VMs")
     for vm in status.vms:
@@ -210,6 +235,52 @@ async def _host_exec(args: argparse.Namespace) -> int:
     os.execvpe(argv[0], argv, {**os.environ, **lab.ovs(args.host).env})
 
 
+async def _host_fail(args: argparse.Namespace) -> int:
+    from kumonet.lab.lab import Lab
+
+    failure = await Lab.load(args.prefix, root=args.root).fail_host(args.host, args.how)
+    what = (f"links down: {' '.join(f'{ns}/{name}' for ns, name in failure.links)}"
+            if failure.links else
+            f"killed pids: {' '.join(map(str, failure.killed)) or 'none'}")
+    print(f"{args.host} failed ({failure.how.value}) at {failure.at:.3f}; {what}")
+    return 0
+
+
+async def _host_recover(args: argparse.Namespace) -> int:
+    from kumonet.lab.lab import Lab
+
+    failure = await Lab.load(args.prefix, root=args.root).recover_host(args.host)
+    print(f"{args.host} recovered from {failure.how.value}"
+          f" ({time.time() - failure.at:.1f} s after the failure)")
+    return 0
+
+
+async def _external_exec(args: argparse.Namespace) -> int:
+    from kumonet.lab.command import in_netns
+    from kumonet.lab.errors import LabError
+    from kumonet.lab.lab import Lab
+
+    command = _command(args)
+    lab = Lab.load(args.prefix, root=args.root)
+    if not lab.state.external:
+        raise LabError(f"lab {args.prefix!r} has no external network (up --l3-hosts M)")
+    argv = in_netns(lab.layout.external_netns, command)
+    os.execvp(argv[0], argv)
+
+
+async def _external_ping(args: argparse.Namespace) -> int:
+    from kumonet.lab.lab import Lab
+
+    lab = Lab.load(args.prefix, root=args.root)
+    pinger = await lab.external_pinger(args.address, interval=args.interval).start()
+    try:
+        await asyncio.sleep(args.seconds)
+    finally:
+        report = await pinger.stop()
+    print(report.describe())
+    return 0 if report.received else 1
+
+
 async def _flows(args: argparse.Namespace) -> int:
     from kumonet.lab.lab import Lab
 
@@ -251,6 +322,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     up = _leaf(groups, "up", _up, "create the lab: hosts host1..hostN, underlay, agents")
     up.add_argument("--hosts", type=int, default=2, help="number of hosts (default 2)")
+    up.add_argument("--l3-hosts", type=int, default=0, metavar="M",
+                    help="host1..hostM are L3 hosts: br-ex on the flat external network"
+                    " (physnet external, upstream 203.0.113.1/24 in <prefix>-ext) and the"
+                    " agent's L3 role (default 0)")
+    up.add_argument("--report-interval", type=float, metavar="S",
+                    help="the agents' heartbeat interval ([agent] report_interval)")
     up.add_argument(
         "--server", action="append", metavar="URL",
         help="Neutron API URL(s) of kumonet-server for the agents; repeat or comma-separate"
@@ -283,6 +360,30 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       "run a command in the host's namespace (OVS_RUNDIR set to its OVS)")
     host_exec.add_argument("host")
     host_exec.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ...")
+    fail = _leaf(host_cmds, "fail", _host_fail,
+                 "inject a failure: agent (kill the agent and its keepalived), link (cut the"
+                 " underlay and external cables), host (kill OVS, agent, keepalived: the"
+                 " machine dies)")
+    fail.add_argument("host")
+    fail.add_argument("--how", required=True, choices=("agent", "link", "host"))
+    recover = _leaf(host_cmds, "recover", _host_recover,
+                    "undo the host's failure: links up, or OVS and the agent started again")
+    recover.add_argument("host")
+
+    ext = groups.add_parser("external", help="the upstream namespace of the external network",
+                            description="the upstream router namespace (203.0.113.1/24)")
+    ext.set_defaults(func=_help(ext))
+    ext_cmds = ext.add_subparsers(dest="external_command", metavar="COMMAND")
+    ext_exec = _leaf(ext_cmds, "exec", _external_exec,
+                     "run a command in the upstream namespace")
+    ext_exec.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND ...")
+    ext_ping = _leaf(ext_cmds, "ping", _external_ping,
+                     "ping an address every 50 ms for a while; print lost/received and the"
+                     " longest gap (the outage)")
+    ext_ping.add_argument("address")
+    ext_ping.add_argument("--seconds", type=float, default=10.0, help="how long (default 10)")
+    ext_ping.add_argument("--interval", type=float, default=0.05,
+                          help="seconds between pings (default 0.05)")
 
     vm = groups.add_parser("vm", help="VMs: add, dhcp, exec, del", description="VMs")
     vm.set_defaults(func=_help(vm))

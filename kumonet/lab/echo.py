@@ -3,7 +3,7 @@
 Run in lab namespaces (``kumonet.lab.outage`` starts them)::
 
     python -m kumonet.lab.echo serve ADDR PORT
-        echo every line back, on any number of connections; prints "ready"
+        echo everything back, on any number of connections; prints "ready"
     python -m kumonet.lab.echo talk ADDR PORT [--interval 0.05] [--stall-limit 20]
         one connection; prints "connected LOCAL PEER", then sends a numbered
         line every interval (without waiting for echoes) and records when each
@@ -34,8 +34,9 @@ from typing import Any
 
 async def _echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        while line := await reader.readline():
-            writer.write(line)
+        # bytes as they come, not lines: any line length, nothing held back
+        while data := await reader.read(65536):
+            writer.write(data)
             await writer.drain()
     except OSError:
         pass

@@ -20,6 +20,13 @@ these fixtures by importing them into their own ``conftest.py`` (``from
 tests.lab.conftest import cloud, cloud_vms, lab_skip``) or, once everyone
 needs them, by moving them to ``tests/conftest.py``.
 
+``l3_lab`` (session) is a 3-host lab whose host1 and host2 are L3 hosts
+(br-ex on the external network, upstream 203.0.113.1 in ``<prefix>-ext``)
+with a stand-in agent that only sleeps, so failure injection has an agent to
+kill and restart without a server. Tests that fail a host recover it before
+they end (``recovered``); each test uses its own addresses on the external
+network.
+
 All lab tests need root, ``ip netns`` and Open vSwitch; they are marked
 ``lab`` and skipped elsewhere.
 """
@@ -27,6 +34,7 @@ All lab tests need root, ``ip netns`` and Open vSwitch; they are marked
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -80,6 +88,31 @@ def lab(lab_skip: None) -> Iterator[Lab]:
         yield shared
     finally:
         asyncio.run(Lab.teardown(prefix))
+
+
+# An agent that only waits for a signal: what failure injection kills and restarts.
+SLEEPER_AGENT = (sys.executable, "-c", "import signal; signal.pause()")
+
+
+@pytest.fixture(scope="session")
+def l3_lab(lab_skip: None) -> Iterator[Lab]:
+    prefix = unique_prefix()
+    shared = asyncio.run(Lab.up(3, l3_hosts=2, prefix=prefix, agents=True,
+                                agent_command=SLEEPER_AGENT))
+    try:
+        yield shared
+    finally:
+        asyncio.run(Lab.teardown(prefix))
+
+
+@contextlib.asynccontextmanager
+async def recovered(lab: Lab, host: str) -> AsyncIterator[None]:
+    """Whatever the test does to ``host``, it is recovered afterwards."""
+    try:
+        yield
+    finally:
+        if lab.failure(host) is not None:
+            await lab.recover_host(host)
 
 
 class LabFactory:
