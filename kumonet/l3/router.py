@@ -16,11 +16,13 @@ namespaces, keepalived processes or OVS ports exist but are no longer wanted.
 
 from __future__ import annotations
 
+import ipaddress
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kumonet.l3.garp import announce
 from kumonet.l3.ha_state import HaStateCallback, HaStateWatcher, RouterHAState
 from kumonet.l3.intent import RouterIntent
 from kumonet.l3.interface import InterfaceDriver
@@ -32,6 +34,7 @@ from kumonet.l3.namespace import (
     list_namespaces,
 )
 from kumonet.l3.plan import (
+    Address,
     KeepalivedFiles,
     L3Settings,
     RouterPlan,
@@ -130,6 +133,7 @@ class L3Host:
             if needs_fix or interface.port_id not in on_bridge:
                 await self.driver.plug(plan.namespace, interface, plan.router_id, present)
                 plugged.append(interface.name)
+        await ns.set_sysctls(plan.link_sysctls)
         wanted_names = {i.name for i in plan.interfaces}
         stale = sorted(
             name for name in links if name not in wanted_names and name[:3] in ("qr-", "qg-", "ha-")
@@ -154,6 +158,8 @@ class L3Host:
             devices=wanted_names,
             keep=() if fresh_keepalived else plan.virtual_addresses,
         )
+        if not plan.is_ha:
+            await self._announce(plan, added)
         routes_changed = 0
         if not plan.is_ha or fresh_keepalived:
             route_add, route_del = await ns.sync_routes(plan.routes)
@@ -180,6 +186,16 @@ class L3Host:
             nft_replaced=nft_replaced,
             keepalived=action,
         )
+
+    async def _announce(self, plan: RouterPlan, added: Iterable[Address]) -> None:
+        macs = {interface.name: interface.mac for interface in plan.interfaces}
+        by_device: dict[str, list[str]] = {}
+        for address in added:
+            by_device.setdefault(address.device, []).append(
+                str(ipaddress.ip_interface(address.cidr).ip)
+            )
+        for device, ips in sorted(by_device.items()):
+            await announce(plan.namespace, device, macs[device], ips)
 
     def _nft_record(self, router_id: str) -> Path:
         return self.settings.router_dir(router_id) / "nftables.conf"
