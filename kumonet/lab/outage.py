@@ -373,6 +373,17 @@ class TcpStream:
             self._report is None or self._report.broken
         )
 
+    async def wait_broken(self, time_limit: float) -> bool:
+        """Wait up to ``time_limit`` s for the connection to break (the client
+        exits then); whether it did."""
+        if self._proc is None:
+            raise LabError("the TCP stream was never started")
+        try:
+            await asyncio.wait_for(self._proc.wait(), time_limit)
+        except TimeoutError:
+            return False
+        return True
+
     async def stop(self) -> TcpReport:
         if self._report is not None:
             return self._report
