@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from kumonet.model.agent import agent_id
 from kumonet.store.contract import Store
 from kumonet.store.url import open_store
 from tests.api.conftest import Api
+from tests.api.test_main import Server, _cli
 
 OVS, L3 = "Open vSwitch agent", "L3 agent"
 P1, P2 = "p1" * 16, "p2" * 16
@@ -146,10 +149,9 @@ async def cloud(store: Store, server_config: ServerConfig) -> AsyncIterator[Clou
 
 
 async def _external(cloud: Cloud) -> tuple[dict[str, Any], dict[str, Any]]:
-    ext = await cloud.api.create("networks", "network", name="ext-net",
-                                 **{"router:external": True,
-                                    "provider:network_type": "flat",
-                                    "provider:physical_network": "extnet"})
+    provider: dict[str, Any] = {"router:external": True, "provider:network_type": "flat",
+                                "provider:physical_network": "extnet"}
+    ext = await cloud.api.create("networks", "network", name="ext-net", **provider)
     sub = await cloud.api.create("subnets", "subnet", network_id=ext["id"], ip_version=4,
                                  cidr="203.0.113.0/24", gateway_ip="203.0.113.1",
                                  enable_dhcp=False)
@@ -518,3 +520,48 @@ async def test_split_brain_shows_in_router_status(cloud: Cloud) -> None:
     await eventually(lambda: status_is("ERROR"), "router status ERROR on split brain")
     await report("network1", "standby")
     await eventually(lambda: status_is("ACTIVE"), "router status ACTIVE again")
+
+
+def _put(server: Server, path: str, body: dict[str, Any]) -> None:
+    request = urllib.request.Request(server.url + path, method="PUT",
+                                     data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.status == 200
+
+
+def test_openstack_cli_shows_ha_router_hosting(tmp_path: Path) -> None:
+    """Seed 002 through the ``openstack`` CLI on the real server process:
+    the router is placed at create on both L3 hosts, with HA ports and the
+    HA network; ``agent list --router --long`` shows the HA states."""
+    server = Server(tmp_path, "sqlite:///kumonet.db")
+    server.start()
+    try:
+        for host in ("network1", "network2"):
+            # Heartbeat interval long enough for the test: no heartbeats needed.
+            _put(server, f"/v1/agent/hosts/{host}", {"agent_types": [OVS, L3],
+                                                     "heartbeat_interval": 300})
+        _put(server, "/v1/agent/hosts/compute1", {"agent_types": [OVS],
+                                                  "heartbeat_interval": 300})
+        router = _cli(server, "router", "create", "--ha", "demo-router")
+        hosting = _cli(server, "network", "agent", "list", "--router", "demo-router",
+                       "--long")
+        assert sorted((r["Host"], r["HA State"]) for r in hosting) == [
+            ("network1", "standby"), ("network2", "standby")]
+        _put(server, f"/v1/agent/routers/{router['id']}/ha_state",
+             {"host": "network2", "state": "active"})
+        hosting = _cli(server, "network", "agent", "list", "--router", "demo-router",
+                       "--long")
+        assert sorted((r["Host"], r["HA State"]) for r in hosting) == [
+            ("network1", "standby"), ("network2", "active")]
+        names = [n["Name"] for n in _cli(server, "network", "list")]
+        assert [n for n in names if n.startswith("HA network tenant")] == \
+            ["HA network tenant "]
+        ports = _cli(server, "port", "list", "--router", "demo-router", "--long")
+        assert len(ports) == 2
+        for port in ports:
+            assert port["Device Owner"] == HA_OWNER
+            assert port["Fixed IP Addresses"][0]["ip_address"].startswith("169.254.192.")
+        assert _cli(server, "router", "show", "demo-router")["ha"] is True
+    finally:
+        server.stop()
