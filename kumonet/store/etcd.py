@@ -10,10 +10,13 @@ How the contract maps onto etcd:
 
 * Every read is linearizable (etcd's default ``serializable=False``): a read
   that drives a decision never sees a state older than a completed write.
-* Every call carries etcd's ``hasleader`` metadata, so a member cut off from
-  the quorum answers "no leader" at once instead of blocking; the store then
-  tries the next endpoint. All attempts of one call share a deadline
-  (``timeout``, 2 s by default); past it :class:`StoreUnavailable` is raised.
+* Calls go to the member that says it leads (asked through each member's
+  maintenance Status, again after any failure), so that a dying leader
+  refuses new writes at once instead of a follower forwarding them into the
+  void. Every call carries etcd's ``hasleader`` metadata, so a member cut
+  off from the quorum answers "no leader" at once instead of blocking. One
+  attempt is bounded by ``attempt_timeout`` (0.5 s), all attempts of one
+  call by ``timeout`` (2 s); past it :class:`StoreUnavailable` is raised.
 * A write is retried on another endpoint only when it certainly was not
   applied (no connection, or refused for lack of a leader). Otherwise
   :class:`StoreUnavailable` carries ``indeterminate=True`` and the caller,
@@ -33,6 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
@@ -61,10 +66,16 @@ from kumonet.store.contract import (
 DEFAULT_TIMEOUT = 2.0
 # One attempt on one endpoint may not eat the whole budget: a hung member
 # (stopped process, dropped packets) must leave time to try another one.
-ATTEMPT_FRACTION = 0.5
+# It also bounds the write-unavailability window after a leader dies: a
+# write a follower forwarded to the dead leader is dropped by Raft and never
+# answered, so only this deadline ends it (normal writes take milliseconds).
+DEFAULT_ATTEMPT_TIMEOUT = 0.5
 # Pause after every endpoint failed once, so that a leader election (the
 # common cause) is not hammered.
 ROUND_PAUSE = 0.05
+# Asking the members who leads: each answers from its own state, no quorum
+# needed, so this is quick on any live member.
+PROBE_TIMEOUT = 0.25
 STATUS_TIMEOUT = 1.0
 
 _REQUIRE_LEADER = (("hasleader", "true"),)
@@ -112,8 +123,17 @@ def prefix_end(prefix: bytes) -> bytes:
     return trimmed[:-1] + bytes((trimmed[-1] + 1,))
 
 
-def parse_endpoints(url: str) -> tuple[list[str], float]:
-    """``etcd://h1:p1,h2:p2[?timeout=2.0]`` -> (["h1:p1", "h2:p2"], timeout)."""
+@dataclass(frozen=True, slots=True)
+class EtcdOptions:
+    endpoints: tuple[str, ...]
+    timeout: float = DEFAULT_TIMEOUT
+    attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT
+
+
+def parse_url(url: str) -> EtcdOptions:
+    """``etcd://h1:p1,h2:p2[?timeout=2.0&attempt_timeout=0.5]``: the members'
+    client endpoints; ``timeout`` bounds a whole call (all attempts),
+    ``attempt_timeout`` one attempt on one member."""
     scheme, sep, rest = url.partition("://")
     if scheme != "etcd" or not sep:
         raise ValueError(f"not an etcd store URL: {url!r}")
@@ -125,17 +145,17 @@ def parse_endpoints(url: str) -> tuple[list[str], float]:
         host, colon, port = endpoint.rpartition(":")
         if not colon or not host or not port.isdigit():
             raise ValueError(f"etcd endpoint {endpoint!r} in {url!r} is not host:port")
-    timeout = DEFAULT_TIMEOUT
+    seconds = {"timeout": DEFAULT_TIMEOUT, "attempt_timeout": DEFAULT_ATTEMPT_TIMEOUT}
     for name, value in parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)):
-        if name != "timeout":
+        if name not in seconds:
             raise ValueError(f"unknown etcd store option {name!r} in {url!r}")
         try:
-            timeout = float(value)
+            seconds[name] = float(value)
         except ValueError:
-            raise ValueError(f"etcd store option timeout needs seconds, not {value!r}") from None
-        if timeout <= 0:
-            raise ValueError(f"etcd store option timeout must be positive: {url!r}")
-    return endpoints, timeout
+            raise ValueError(f"etcd store option {name} needs seconds, not {value!r}") from None
+        if seconds[name] <= 0:
+            raise ValueError(f"etcd store option {name} must be positive: {url!r}")
+    return EtcdOptions(tuple(endpoints), seconds["timeout"], seconds["attempt_timeout"])
 
 
 def _key(key: str) -> bytes:
@@ -237,6 +257,12 @@ def _refusal(error: grpc.aio.AioRpcError) -> StoreError | None:
     return None
 
 
+class _Leader(Enum):
+    FOUND = "found"  # _current is the leader
+    ELSEWHERE = "elsewhere"  # a member we have no endpoint for leads
+    NONE = "none"  # no live member leads
+
+
 class _Endpoint:
     """One member's client URL and its gRPC channel and stubs."""
 
@@ -256,22 +282,38 @@ class _Endpoint:
 class EtcdStore:
     """The store contract on an etcd v3 cluster (see the module docstring)."""
 
-    def __init__(self, endpoints: Sequence[str], *, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
+    ) -> None:
         if not endpoints:
             raise ValueError("an etcd store needs at least one endpoint")
         self._endpoints = [_Endpoint(address) for address in endpoints]
         self._timeout = timeout
-        # The endpoint that answered last; calls start there and move on when
-        # it fails, so a healthy member keeps the traffic.
+        self._attempt_timeout = min(attempt_timeout, timeout)
+        # The endpoint calls go to: the leader when known, else the next
+        # member in turn.
         self._current = 0
+        # Whether _current is the leader (as last seen); cleared by any
+        # failure, then found again by asking every member's Status.
+        self._leader_known = False
+        self._probe_lock = asyncio.Lock()
+        # etcd member ids of the endpoints, as their Status last said.
+        self._member_ids: dict[int, int] = {}
         self._closed = False
 
     @classmethod
     async def open(cls, url: str) -> EtcdStore:
-        """Open ``etcd://host:port[,host:port...][?timeout=SECONDS]``; the
-        store connects lazily, so opening never waits for the cluster."""
-        endpoints, timeout = parse_endpoints(url)
-        return cls(endpoints, timeout=timeout)
+        """Open ``etcd://host:port[,host:port...][?timeout=S&attempt_timeout=S]``
+        (see :func:`parse_url`); the store connects lazily, so opening never
+        waits for the cluster."""
+        options = parse_url(url)
+        return cls(
+            options.endpoints, timeout=options.timeout, attempt_timeout=options.attempt_timeout
+        )
 
     @property
     def endpoints(self) -> tuple[str, ...]:
@@ -287,15 +329,20 @@ class EtcdStore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         failures: list[str] = []
-        tried_this_round = 0
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
+            if not self._leader_known:
+                found = await self._find_leader(remaining)
+                if found is _Leader.NONE:
+                    # An election (or a dead leader not yet noticed): a
+                    # request now would hang or be refused; ask again soon.
+                    failures.append("no member leads (election in progress or no quorum)")
+                    await asyncio.sleep(min(ROUND_PAUSE, max(deadline - loop.time(), 0)))
+                    continue
             endpoint = self._endpoints[self._current]
-            # The last endpoint of a round may use all that is left.
-            share = remaining if len(self._endpoints) == 1 else remaining * ATTEMPT_FRACTION
-            per_attempt = max(min(share, remaining), 0.05)
+            per_attempt = min(self._attempt_timeout, max(deadline - loop.time(), 0.01))
             try:
                 return await attempt(endpoint, per_attempt)
             except grpc.aio.AioRpcError as error:
@@ -303,22 +350,60 @@ class EtcdStore:
                 if refusal is not None:
                     raise refusal from error
                 failures.append(f"{endpoint.address}: {error.details() or error.code().name}")
+                self._leader_known = False
                 if write and not _not_sent(error):
-                    self._rotate()
                     raise StoreUnavailable(
                         f"etcd {what} may or may not have been applied: {failures[-1]}",
                         indeterminate=True,
                     ) from error
-            self._rotate()
-            tried_this_round += 1
-            if tried_this_round >= len(self._endpoints):
-                tried_this_round = 0
-                await asyncio.sleep(min(ROUND_PAUSE, max(deadline - loop.time(), 0)))
-        detail = "; ".join(failures[-len(self._endpoints) :]) or "no attempt finished"
+                if _not_sent(error):
+                    self._rotate()
+        detail = "; ".join(dict.fromkeys(failures[-2 * len(self._endpoints) :]))
         raise StoreUnavailable(
             f"etcd {what}: no member answered within {self._timeout:g} s"
-            f" (no connection or no quorum: {detail})"
+            f" (no connection or no quorum: {detail or 'no attempt finished'})"
         )
+
+    async def _find_leader(self, remaining: float) -> _Leader:
+        """Point ``_current`` at the member that says it is the leader.
+
+        Calls go to the leader: a follower forwards writes to it, and when
+        the leader dies such a forwarded write is dropped by Raft and never
+        answered. Sent to the leader itself, the write fails at once with a
+        refused connection, which proves it was not applied, and goes to the
+        new leader as soon as one of the members reports leading."""
+        async with self._probe_lock:
+            if self._leader_known:
+                return _Leader.FOUND
+            timeout = min(PROBE_TIMEOUT, remaining)
+
+            async def probe(endpoint: _Endpoint) -> tuple[int, int]:
+                status = await endpoint.maintenance.Status(rpc.StatusRequest(), timeout=timeout)
+                return status.header.member_id, status.leader
+
+            answers = await asyncio.gather(
+                *(probe(e) for e in self._endpoints), return_exceptions=True
+            )
+            reported: set[int] = set()
+            for index, answer in enumerate(answers):
+                if isinstance(answer, grpc.aio.AioRpcError):
+                    continue
+                if isinstance(answer, BaseException):
+                    raise answer
+                member_id, leader = answer
+                self._member_ids[index] = member_id
+                if leader and leader == member_id:
+                    self._current = index
+                    self._leader_known = True
+                    return _Leader.FOUND
+                reported.add(leader)
+            self._rotate()
+            # A leader that none of our endpoints is: go through a follower.
+            # A leader that is one of them but did not answer is dead (its
+            # followers have not noticed yet): wait for the election.
+            if any(r and r not in self._member_ids.values() for r in reported):
+                return _Leader.ELSEWHERE
+            return _Leader.NONE
 
     def _rotate(self) -> None:
         self._current = (self._current + 1) % len(self._endpoints)
@@ -420,7 +505,7 @@ class EtcdStore:
                 await call.write(rpc.WatchRequest(create_request=create))
                 # The "created" answer must come within the deadline: a hung
                 # member must not hold the watch.
-                response = await asyncio.wait_for(call.read(), self._timeout * ATTEMPT_FRACTION)
+                response = await asyncio.wait_for(call.read(), self._attempt_timeout)
                 while response is not grpc.aio.EOF:
                     failing_since = None
                     if response.compact_revision:
@@ -505,15 +590,8 @@ class EtcdStore:
         that don't answer are ``unreachable``. Ordered as the store's
         endpoints list them, then the rest in etcd's order."""
 
-        async def attempt(endpoint: _Endpoint, grpc_timeout: float) -> Any:
-            # Serializable on purpose: the member list must come even from a
-            # member without quorum, since that is when an operator looks.
-            return await endpoint.cluster.MemberList(
-                rpc.MemberListRequest(linearizable=False), timeout=grpc_timeout
-            )
-
         try:
-            listed = (await self._call("member list", attempt, write=False)).members
+            listed = await self._member_list()
         except StoreUnavailable as error:
             return [
                 MemberStatus(
@@ -538,6 +616,23 @@ class EtcdStore:
         names = {m.ID: m.name or _hex(m.ID) for m in members}
         statuses = await asyncio.gather(*(self._member_status(m, names) for m in members))
         return statuses
+
+    async def _member_list(self) -> Any:
+        """The member list from whichever member answers first. Serializable
+        and without ``hasleader`` on purpose: it must come even from a member
+        without quorum, since that is when an operator looks."""
+        failures: list[str] = []
+        for offset in range(len(self._endpoints)):
+            endpoint = self._endpoints[(self._current + offset) % len(self._endpoints)]
+            try:
+                response = await endpoint.cluster.MemberList(
+                    rpc.MemberListRequest(linearizable=False), timeout=self._attempt_timeout
+                )
+            except grpc.aio.AioRpcError as error:
+                failures.append(f"{endpoint.address}: {error.details() or error.code().name}")
+                continue
+            return response.members
+        raise StoreUnavailable(f"etcd member list: no member answered ({'; '.join(failures)})")
 
     async def _member_status(self, member: Any, names: dict[int, str]) -> MemberStatus:
         name = names[member.ID]

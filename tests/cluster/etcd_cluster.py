@@ -25,7 +25,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 ETCD = "/usr/bin/etcd"
@@ -69,7 +69,8 @@ class EtcdCluster:
     members: list[Member]
     token: str
     base: Path
-    stopped_for_good: bool = field(default=False)
+    heartbeat_ms: int = HEARTBEAT_MS
+    election_ms: int = ELECTION_MS
 
     @property
     def endpoints(self) -> list[str]:
@@ -98,8 +99,8 @@ class EtcdCluster:
             "--initial-cluster", initial,
             "--initial-cluster-token", self.token,
             "--initial-cluster-state", "new",
-            "--heartbeat-interval", str(HEARTBEAT_MS),
-            "--election-timeout", str(ELECTION_MS),
+            "--heartbeat-interval", str(self.heartbeat_ms),
+            "--election-timeout", str(self.election_ms),
             "--logger", "zap",
             "--log-level", "warn",
         ]  # fmt: skip
@@ -194,7 +195,13 @@ class EtcdCluster:
 
 
 @contextmanager
-def running_cluster(size: int = 3, prefix: str = "kumonet-etcd-") -> Iterator[EtcdCluster]:
+def running_cluster(
+    size: int = 3,
+    prefix: str = "kumonet-etcd-",
+    *,
+    heartbeat_ms: int = HEARTBEAT_MS,
+    election_ms: int = ELECTION_MS,
+) -> Iterator[EtcdCluster]:
     """Start ``size`` members, wait until they have a leader, and stop and
     remove everything afterwards, whatever happens."""
     # tmpfs when there is one: fsyncs on a shared disk would make every
@@ -211,7 +218,13 @@ def running_cluster(size: int = 3, prefix: str = "kumonet-etcd-") -> Iterator[Et
         )
         for i in range(1, size + 1)
     ]
-    cluster = EtcdCluster(members, token=f"kumonet-test-{uuid.uuid4().hex[:8]}", base=base)
+    cluster = EtcdCluster(
+        members,
+        token=f"kumonet-test-{uuid.uuid4().hex[:8]}",
+        base=base,
+        heartbeat_ms=heartbeat_ms,
+        election_ms=election_ms,
+    )
     try:
         for member in members:
             cluster.start(member.name)
