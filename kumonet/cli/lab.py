@@ -238,7 +238,9 @@ async def _host_exec(args: argparse.Namespace) -> int:
 async def _host_fail(args: argparse.Namespace) -> int:
     from kumonet.lab.lab import Lab
 
-    failure = await Lab.load(args.prefix, root=args.root).fail_host(args.host, args.how)
+    failure = await Lab.load(args.prefix, root=args.root).fail_host(
+        args.host, args.how, management=args.management
+    )
     what = (f"links down: {' '.join(f'{ns}/{name}' for ns, name in failure.links)}"
             if failure.links else
             f"killed pids: {' '.join(map(str, failure.killed)) or 'none'}")
@@ -366,6 +368,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                  " machine dies)")
     fail.add_argument("host")
     fail.add_argument("--how", required=True, choices=("agent", "link", "host"))
+    fail.add_argument("--management", action="store_true",
+                      help="with --how link: cut the agent from the servers too (as when"
+                      " the host's only NIC is cut; default: the management network stays)")
     recover = _leaf(host_cmds, "recover", _host_recover,
                     "undo the host's failure: links up, or OVS and the agent started again")
     recover.add_argument("host")

@@ -4,14 +4,20 @@ and the record that ``recover`` and ``status`` read.
 Three kinds (``lab host fail HOST --how ...``):
 
 ``agent``
-    the host's kumonet-agent and every keepalived of its routers are killed
-    (SIGKILL: no priority-0 advert, no cleanup, the addresses stay where they
-    were). OVS keeps forwarding. Recover: the agent starts again (and brings
-    its keepalived back itself).
+    the host's kumonet-agent, every keepalived of its routers and any other
+    process naming a file under the agent's state path are killed (SIGKILL:
+    no priority-0 advert, no cleanup, the addresses stay where they were).
+    OVS keeps forwarding. Recover: the agent starts again (and brings its
+    keepalived back itself).
 ``link``
     both ends of every cable of the host are set down: the underlay veth (so
     tunnels to and from its router namespaces die) and, on L3 hosts, the
-    external veth. Everything keeps running, cut off. Recover: links up.
+    external veth. Everything keeps running, cut off. The agent still reaches
+    the servers (a separate management network) unless ``management`` is
+    asked too: then an nftables table in the host's namespace drops its
+    connections to the relayed servers, as when a host's only NIC is cut
+    (heartbeats and watches stall, the server declares the agent dead).
+    Recover: links up, the table deleted.
 ``host``
     the machine dies: ovs-vswitchd, ovsdb-server, the agent, keepalived and
     whatever else runs in the host's namespaces (SIGKILL). Recover: OVS
@@ -70,6 +76,7 @@ class Failure:
     at: float  # wall clock when it was injected
     killed: tuple[int, ...] = ()  # pids
     links: tuple[tuple[str, str], ...] = ()  # (namespace, interface) set down
+    management: bool = False  # the agent cut from the servers too
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +89,7 @@ class Failure:
             at=float(data["at"]),
             killed=tuple(int(pid) for pid in data.get("killed", ())),
             links=tuple((ns, name) for ns, name in data.get("links", ())),
+            management=bool(data.get("management", False)),
         )
 
 
@@ -114,6 +122,27 @@ def claim_failure(host_dir: Path, failure: Failure) -> None:
             f"{failure.host} has failed already ({what}); run `kumonet lab host recover"
             f" {failure.host}` first"
         ) from None
+
+
+# -- the management network -------------------------------------------------------
+
+MANAGEMENT_TABLE = "kumonet_lab_cut"
+
+
+def management_cut_rules(servers: Sequence[tuple[str, int]]) -> str:
+    """An nftables table dropping what the host sends to the relayed servers
+    (the relay listens on the servers' loopback addresses inside the host)."""
+    rules = "".join(
+        f"    ip daddr {address} tcp dport {port} drop\n" for address, port in servers
+    )
+    return (
+        f"table inet {MANAGEMENT_TABLE} {{\n"
+        "  chain output {\n"
+        "    type filter hook output priority 0; policy accept;\n"
+        f"{rules}"
+        "  }\n"
+        "}\n"
+    )
 
 
 # -- finding the host's processes ------------------------------------------------

@@ -26,6 +26,7 @@ from kumonet.lab.command import CommandResult, all_of, in_netns, run, wait_until
 from kumonet.lab.dhclient import DhclientFiles, DhcpLease, obtain_lease, write_script
 from kumonet.lab.errors import LabError, LabNotFound
 from kumonet.lab.failure import (
+    MANAGEMENT_TABLE,
     Failure,
     FailureKind,
     claim_failure,
@@ -34,6 +35,7 @@ from kumonet.lab.failure import (
     host_pids,
     keepalived_pids,
     kill_at_once,
+    management_cut_rules,
     read_failure,
     write_failure,
 )
@@ -49,6 +51,7 @@ from kumonet.lab.neutron import DEFAULT_SERVER, NeutronClient, PortInfo
 from kumonet.lab.outage import DEFAULT_INTERVAL, ECHO_PORT, EchoServer, Pinger, TcpStream
 from kumonet.lab.ovs import HostOVS
 from kumonet.lab.process import (
+    find_by_marker,
     netns_list,
     owned_pid,
     start_detached,
@@ -450,24 +453,36 @@ class Lab:
             if (failure := read_failure(Path(host.dir))) is not None
         }
 
-    async def fail_host(self, host: str, how: str | FailureKind) -> Failure:
+    async def fail_host(
+        self, host: str, how: str | FailureKind, *, management: bool = False
+    ) -> Failure:
         """Inject a failure (``agent``, ``link`` or ``host``; see
-        ``kumonet.lab.failure``); LabError if the host has failed already."""
+        ``kumonet.lab.failure``); LabError if the host has failed already.
+        ``management`` (links only): the agent loses the servers too."""
         record = self.host(host)
         kind = failure_kind(how)
+        if management and kind is not FailureKind.LINK:
+            raise LabError("only a link failure can cut the management network too")
         host_dir = Path(record.dir)
-        failure = Failure(host, kind, time.time())
+        failure = Failure(host, kind, time.time(), management=management)
         claim_failure(host_dir, failure)
         namespaces = await self._host_namespaces(record)
         if kind is FailureKind.LINK:
             links = tuple(external.host_links(self.layout, record))
+            if management:
+                servers = _loopback_targets(self.state.server_urls)
+                if servers:
+                    await run(in_netns(record.netns, ["nft", "-f", "-"]),
+                              stdin=management_cut_rules(servers))
             for ns, name in links:
                 await run(["ip", "-n", ns, "link", "set", "dev", name, "down"])
-            failure = Failure(host, kind, failure.at, links=links)
+            failure = Failure(host, kind, failure.at, links=links, management=management)
         else:
             if kind is FailureKind.AGENT:
                 agent = owned_pid(host_dir / "agent.pid", self._marker)
-                pids = [*keepalived_pids(host_dir, namespaces),
+                # and whatever else the agent runs from its state path
+                helpers = find_by_marker(f"{host_dir / 'agent'}/")
+                pids = [*keepalived_pids(host_dir, namespaces), *helpers,
                         *([agent] if agent is not None else [])]
             else:
                 pids = host_pids(host_dir, namespaces)
@@ -487,6 +502,10 @@ class Lab:
         if failure.how is FailureKind.LINK:
             for ns, name in failure.links:
                 await run(["ip", "-n", ns, "link", "set", "dev", name, "up"])
+            if failure.management:
+                # absent when the lab has no relayed server: nothing was cut
+                await run(in_netns(record.netns, ["nft", "delete", "table", "inet",
+                                                  MANAGEMENT_TABLE]), check=False)
         else:
             if failure.how is FailureKind.HOST:
                 ovs = self.ovs(host)

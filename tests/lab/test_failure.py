@@ -245,3 +245,30 @@ def test_cli_fail_status_recover(l3_lab: Lab) -> None:
     finally:
         if l3_lab.failure("host2") is not None:
             asyncio.run(l3_lab.recover_host("host2"))
+
+
+async def connects(lab: Lab, host: str, address: str, port: int) -> bool:
+    probe = (f"import socket; socket.create_connection(({address!r}, {port}), 1).close()")
+    return (await lab.host_exec(host, [sys.executable, "-c", probe], check=False)).ok
+
+
+async def test_link_failure_can_cut_the_management_network_too(l3_lab: Lab) -> None:
+    lab = l3_lab
+    # the agents reach the (default) server through the relay in their namespace
+    assert lab.state.server_urls == ("http://127.0.0.1:9696",)
+    assert await connects(lab, "host2", "127.0.0.1", 9696)
+    with pytest.raises(LabError, match="only a link failure"):
+        await lab.fail_host("host2", "agent", management=True)
+    async with recovered(lab, "host2"):
+        failure = await lab.fail_host("host2", "link", management=True)
+        assert failure.management and lab.failure("host2") == failure
+        assert not await connects(lab, "host2", "127.0.0.1", 9696)
+        assert await connects(lab, "host3", "127.0.0.1", 9696)
+        await lab.recover_host("host2")
+        assert await connects(lab, "host2", "127.0.0.1", 9696)
+        tables = await lab.host_exec("host2", ["nft", "list", "tables"])
+        assert "kumonet_lab_cut" not in tables.stdout
+    # without management the agent keeps its server
+    async with recovered(lab, "host2"):
+        await lab.fail_host("host2", "link")
+        assert await connects(lab, "host2", "127.0.0.1", 9696)
