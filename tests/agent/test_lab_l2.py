@@ -145,11 +145,9 @@ async def test_port_security_mac_and_ip_spoofing_address_pairs_and_disabling(
     open_group = await tenant.group()
     for rule in OPEN_RULES:
         await tenant.rule(open_group["id"], remote_ip_prefix="0.0.0.0/0", **rule)
-    p = await tenant.boot("host1", net)
-    q = await tenant.boot("host2", net, security_groups=[open_group["id"]])
+    p = await tenant.boot("host1", net, static=True)
+    q = await tenant.boot("host2", net, static=True, security_groups=[open_group["id"]])
     p_ip, q_ip = fixed_ip(p), fixed_ip(q)
-    await cloud.set_address(p.name, p_ip)
-    await cloud.set_address(q.name, q_ip)
     await cloud.pin_neighbour(p.name, q_ip, q.mac)
 
     async def arrives(sink: UdpSink, *, src: str = "0.0.0.0", attempts: int = 5) -> bool:
@@ -166,7 +164,7 @@ async def test_port_security_mac_and_ip_spoofing_address_pairs_and_disabling(
 
     forged_mac = "fa:16:3e:00:be:ef"
     async with UdpSink(q.netns, 7002) as sink:
-        assert await arrives(sink, attempts=20)  # control: its own MAC and IP
+        assert await arrives(sink, src=p_ip, attempts=20)  # control: its own MAC and IP
         assert not await arrives(sink, src="10.65.0.250")  # an IP not its own
         await set_mac(forged_mac)
         assert not await arrives(sink)  # a MAC not its own
@@ -272,10 +270,8 @@ async def test_agent_killed_and_restarted_under_ping_loses_nothing_and_keeps_flo
 ) -> None:
     lab = cloud.lab
     net = await tenant.network("10.67.0.0/24")
-    r1 = await tenant.boot("host1", net)
-    r2 = await tenant.boot("host2", net)
-    await cloud.set_address(r1.name, fixed_ip(r1))
-    await cloud.set_address(r2.name, fixed_ip(r2))
+    r1 = await tenant.boot("host1", net, static=True)
+    r2 = await tenant.boot("host2", net, static=True)
     assert await lab.ping(r1.name, fixed_ip(r2), attempts=20)
     before = {host: _flow_table(await cloud.flows(host)) for host in ("host1", "host2")}
 
