@@ -17,9 +17,27 @@ What it builds (prefix ``kl`` by default; every name below carries it)::
                 external_ids iface-id / attached-mac / iface-status=active /
                 vm-uuid, as Nova with os-vif plugs it
 
+    with --l3-hosts M (host1..hostM are L3 hosts), the external network:
+    kl-exsw     external switch: Linux bridge kl-exbr, no address (flat,
+                Neutron physical network "external")
+      |  veth kl-ex-hN  <->  kl-ex (in an L3 host, a port of its br-ex)
+      |  veth kl-ex-up  <->  eth0 in kl-ext
+    kl-ext      the upstream router: 203.0.113.1/24 on eth0 (as the seed)
+    kl-hostN-qrouter-ID  router namespaces of hostN (the L3 agent's
+                [kumonet] router_namespace_prefix = kl-hostN-)
+
+An L3 host's br-ex (netdev) is made by the lab with the external veth
+plugged; the agent (``[ovs] bridge_mappings = external:br-ex``) then takes it
+over (fail_mode secure, its flows, the patch to br-int). Non-L3 hosts have
+no br-ex. Agent config of an L3 host: ``[agent] l3_agent = true``,
+``[agent] agent_mode = legacy``, ``[ovs] bridge_mappings = external:br-ex``,
+``[kumonet] router_namespace_prefix = kl-hostN-`` (others: ``l3_agent =
+false``); see ``kumonet.lab.agent``.
+
 Commands (``kumonet lab --help``; every one takes ``--prefix P``)::
 
-    kumonet lab up --hosts N [--server URL] [--no-agents] [--agent-command CMD]
+    kumonet lab up --hosts N [--l3-hosts M] [--server URL] [--no-agents]
+                   [--agent-command CMD] [--report-interval S]
                    [--underlay-mtu M] [--keep-on-failure]
     kumonet lab vm add NAME --host HOST (--network NET | --port PORT) [--server URL]
     kumonet lab vm dhcp NAME [--timeout S]    # real ISC dhclient; prints the lease
@@ -27,6 +45,10 @@ Commands (``kumonet lab --help``; every one takes ``--prefix P``)::
     kumonet lab vm del NAME
     kumonet lab host exec HOST -- CMD ...     # OVS_RUNDIR set: plain ovs-vsctl works
     kumonet lab flows HOST [--bridge br-int]
+    kumonet lab external exec -- CMD ...      # in kl-ext (203.0.113.1)
+    kumonet lab external ping ADDR [--seconds S] [--interval 0.05]
+    kumonet lab host fail HOST --how agent|link|host [--management]
+    kumonet lab host recover HOST
     kumonet lab status [--json]
     kumonet lab down [--keep-logs DIR]
 
@@ -54,6 +76,38 @@ Python API (``kumonet.lab.lab.Lab``; coroutines, usable from any loop)::
     lab.ovs("host1").vsctl(...), .ofctl(...), .appctl(...)
     await lab.status(); await lab.del_vm("vm1"); await lab.down()
     await Lab.teardown("kl")                    # without state, after a crash
+
+    lab = await Lab.up(3, l3_hosts=2, server_urls=[url])     # L3 hosts, external net
+    await lab.external_exec(["ping", "-c1", fip]); await lab.external_ping(fip)
+    async with lab.external_pinger(fip) as pinger, \
+            lab.echo_server("vm1", port=5301), \
+            lab.external_tcp_stream(fip, 5301) as stream:   # a line every 50 ms
+        failure = await lab.fail_host("host1", "agent")      # or "link", "host"
+        await pinger.wait_for_replies(20, after=failure.at)  # traffic is back
+        assert not stream.broken
+    pinger.report.outage, pinger.report.lost, pinger.report.gap  # seconds, count, Gap
+    stream.report.outage, stream.report.broken, stream.report.error
+    await lab.recover_host("host1"); lab.failures()         # {host: Failure}
+
+Failure injection (``kumonet.lab.failure``): ``agent`` SIGKILLs the agent,
+the keepalived of the host's routers (found by their files under the agent's
+state path and by their network namespace) and anything else running from
+the state path, all stopped first so none reacts to another's death;
+``link`` sets both ends of the host's underlay and external veths down
+(``--management``: the agent's connections to the relayed servers are
+dropped too); ``host`` SIGKILLs OVS, the agent, keepalived and every process
+in the host's namespaces. ``recover`` restarts what was killed (OVS from its
+database, with the bridges' addresses; the agent, which restarts its
+keepalived) or sets the links up. ``status`` marks failed hosts; one failure
+per host at a time (``<host dir>/failure.json``).
+
+Outage measurement (``kumonet.lab.outage``): ``Pinger`` runs ``ping -D -O
+-i 0.05`` and keeps every reply's arrival time; ``TcpStream`` (client of
+``python -m kumonet.lab.echo``) sends a numbered line every 50 ms on one
+connection and times each echo, and exits at once, reported ``broken``,
+on a reset, an end of stream, a wrong echo or a stall (``stall_limit``, also
+``TCP_USER_TIMEOUT``). The outage is the longest gap without replies (start
+and stop count as edges) less one interval.
 
 State: ``/run/kumonet-lab/<prefix>/lab.json`` (hosts, servers, options, written
 once by ``up``) and ``vms/<name>/vm.json`` per VM, so concurrent ``vm add``
@@ -94,12 +148,6 @@ Tests: ``tests/lab/conftest.py`` holds the fixtures (a session-scoped shared
 ``lab``, ``vms`` for per-test VMs on it, ``lab_factory`` for tests that need
 their own lab, ``server`` for a real kumonet-server); its docstring says how
 to reuse them. ``tests/lab/test_cloud.py`` is the whole stack on the lab
-(server, real agents, DHCP, ping and TCP across VXLAN).
-
-Room for later (L3 issue): an "external" upstream namespace
-(``<prefix>-ext``, 203.0.113.1/24) on a flat physnet bridged to br-ex of L3
-hosts fits the same scheme (``AgentConfig`` already renders
-``bridge_mappings``), and ``lab host fail HOST --how agent|link|host`` maps to: kill the
-agent by its pid file / set the host's underlay veth down in ``<prefix>-ul``
-/ stop all of the host's processes.
+(server, real agents, DHCP, ping and TCP across VXLAN). ``l3_lab`` is a
+shared lab with two L3 hosts and stand-in agents for failure tests.
 """
