@@ -40,7 +40,7 @@ from kumonet.api.neutron.base import ResourceBase
 from kumonet.api.neutron.networks import Networks, segment_key
 from kumonet.api.neutron.ports import Ports
 from kumonet.api.repository import Resource, neutron_prefix, still_exists
-from kumonet.model.errors import NotFound
+from kumonet.model.errors import Conflict, NotFound
 from kumonet.model.l3_ha import (
     HANetwork,
     ha_network_name,
@@ -221,7 +221,9 @@ class RouterHA:
         has its own new network, so this one is never in use again."""
         for port in await self._ha_ports(network_id=record.network_id):
             await self.delete_port(port["id"])
-        with contextlib.suppress(NotFound):
+        # In use again (a port made meanwhile by a late placement): the
+        # leader's sweep deletes it later.
+        with contextlib.suppress(NotFound, Conflict):
             await self.networks.delete(ADMIN, record.network_id, None)
 
     # -- HA ports -----------------------------------------------------------
@@ -232,6 +234,9 @@ class RouterHA:
                 if p.get("device_owner") == DEVICE_OWNER_HA_INTERFACE
                 and (router_id is None or p.get("device_id") == router_id)
                 and (network_id is None or p.get("network_id") == network_id)]
+
+    async def all_ports(self) -> list[Resource]:
+        return await self._ha_ports()
 
     async def ports_of(self, router_id: str) -> dict[str, list[Resource]]:
         """The router's HA ports by host."""

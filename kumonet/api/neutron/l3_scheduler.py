@@ -41,7 +41,8 @@ import socket
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from enum import Enum
 from typing import Any
 
@@ -50,7 +51,11 @@ from aiohttp import web
 
 from kumonet.api.context import ApiContext
 from kumonet.api.hosts import ALIVE_PREFIX, HostRegistry
-from kumonet.api.neutron.agents import L3_PLACEMENTS_PREFIX, ha_state_key, l3_placement_key
+from kumonet.api.neutron.agents import (
+    HA_STATES_PREFIX,
+    L3_PLACEMENTS_PREFIX,
+    l3_placement_key,
+)
 from kumonet.api.neutron.l3_ha import RouterHA
 from kumonet.api.neutron.routers import RouterChange
 from kumonet.api.repository import Resource, neutron_key, neutron_prefix, still_exists
@@ -59,9 +64,11 @@ from kumonet.model.agent import L3_AGENT, agent_id
 from kumonet.model.common import timestamp
 from kumonet.model.errors import Conflict, NotFound
 from kumonet.model.l3_ha import (
+    HA_NETWORK_NAME,
     ROUTER_STATUS_ACTIVE,
     ROUTER_STATUS_SPLIT_BRAIN,
     AgentCount,
+    HANetwork,
     RouterSchedule,
     agent_count,
     choose_hosts,
@@ -106,6 +113,19 @@ class ReschedulerSettings:
     scan_seconds: float = 2.0
     grace_seconds: float | None = None
     leader_ttl: int = 10
+    sweep_seconds: float = 60.0
+
+
+@dataclass
+class LeaderMemory:
+    """What the leader keeps between passes (lost with the term; a new
+    leader starts afresh, which only delays a move by one grace period)."""
+
+    # When this leader first saw each placed host dead.
+    dead_since: dict[str, float] = field(default_factory=dict)
+    # Routers whose status it set to ERROR (split brain); read at start.
+    errored: set[str] | None = None
+    last_sweep: float = 0.0
 
 
 class RouterScheduler:
@@ -337,17 +357,6 @@ class RouterScheduler:
         for host in current[keep:]:
             await self.remove_host(router_id, host)
 
-    # -- HA state ------------------------------------------------------------------
-
-    async def router_status(self, router_id: str) -> str:
-        """ACTIVE, or ERROR while two live hosts report the router active."""
-        prefix = ha_state_key(router_id, "")
-        states = {kv.key[len(prefix):]: orjson.loads(kv.value).get("state")
-                  for kv in (await self.store.range(prefix)).kvs}
-        if split_brain(states, await self.hosts.alive_hosts()):
-            return ROUTER_STATUS_SPLIT_BRAIN
-        return ROUTER_STATUS_ACTIVE
-
 
 class RouterL3:
     """The :class:`~kumonet.api.neutron.routers.RouterLifecycle` of L3 HA and
@@ -427,10 +436,13 @@ class L3Rescheduler:
 
     async def run(self, term: LeaderTerm) -> None:
         """Scan until cancelled (the term ends)."""
-        dead_since: dict[str, float] = {}
+        memory = LeaderMemory()
         while not term.lost.is_set():
             try:
-                await self.scan(term, dead_since)
+                await self.scan(term, memory)
+                if time.monotonic() - memory.last_sweep >= self.settings.sweep_seconds:
+                    await self.sweep()
+                    memory.last_sweep = time.monotonic()
             except Exception:
                 # One failed pass (store briefly unavailable) must not end
                 # the leader's work; the next pass starts from fresh reads.
@@ -445,43 +457,66 @@ class L3Rescheduler:
         interval = (record or {}).get("heartbeat_interval") or 30
         return float(interval) * GRACE_HEARTBEATS
 
-    async def scan(self, term: LeaderTerm, dead_since: dict[str, float]) -> None:
-        """One pass over every scheduled router. ``dead_since``: when this
-        leader first saw each placed host dead (kept between passes)."""
+    async def scan(self, term: LeaderTerm, memory: LeaderMemory) -> None:
+        """One pass over every scheduled router: a few range reads, then
+        writes only where something is to be done."""
         fence = term.fence()
         now = time.monotonic()
         # When each live host (re)registered: its alive key's create_revision.
         alive = {kv.key[len(ALIVE_PREFIX):]: kv.create_revision
                  for kv in (await self.store.range(ALIVE_PREFIX)).kvs}
         records = {r["host"]: r for r in await self.hosts.records()}
+        placements: dict[str, list[str]] = {}
+        for kv in (await self.store.range(L3_PLACEMENTS_PREFIX)).kvs:
+            router_id, host = kv.key[len(L3_PLACEMENTS_PREFIX):].split("/", 1)
+            placements.setdefault(router_id, []).append(host)
+        states: dict[str, dict[str, str]] = {}
+        for kv in (await self.store.range(HA_STATES_PREFIX)).kvs:
+            router_id, host = kv.key[len(HA_STATES_PREFIX):].split("/", 1)
+            states.setdefault(router_id, {})[host] = orjson.loads(kv.value).get("state")
         for host in alive:
-            dead_since.pop(host, None)
+            memory.dead_since.pop(host, None)
+        if memory.errored is None:
+            memory.errored = {router_id for router_id, status in await self._router_statuses()
+                              if status == ROUTER_STATUS_SPLIT_BRAIN}
         for kv in (await self.store.range(SCHEDULES_PREFIX)).kvs:
             if term.lost.is_set():
                 return
             schedule = RouterSchedule.from_json(orjson.loads(kv.value))
-            placed = await self.scheduler.placed_hosts(schedule.router_id)
+            router_id = schedule.router_id
+            placed = placements.get(router_id, [])
             for host in placed:
                 if host in alive:
                     continue
-                since = dead_since.setdefault(host, now)
+                since = memory.dead_since.setdefault(host, now)
                 if now - since >= self._grace(records.get(host)):
-                    await self._move_off(schedule.router_id, host, fence)
+                    await self._move_off(router_id, host, fence)
             if not placed:
-                await self.scheduler.schedule(schedule.router_id, fence=fence)
+                await self.scheduler.schedule(router_id, fence=fence)
             else:
                 # Hosts that registered after the router's placements last
                 # changed top it up to its minimum; a host an admin took it
                 # off on purpose is not put back.
                 newer = [h for h, created in alive.items() if created > kv.mod_revision]
                 if newer:
-                    await self.scheduler.schedule(schedule.router_id, up_to="min",
-                                                  fence=fence, only=newer)
-            if schedule.ha:
-                await self._update_status(schedule.router_id, fence)
-        for host in list(dead_since):
+                    await self.scheduler.schedule(router_id, up_to="min", fence=fence,
+                                                  only=newer)
+            split = schedule.ha and split_brain(states.get(router_id, {}), alive)
+            wanted = ROUTER_STATUS_SPLIT_BRAIN if split else ROUTER_STATUS_ACTIVE
+            if split != (router_id in memory.errored) and \
+                    await self._set_status(router_id, wanted, fence):
+                if split:
+                    memory.errored.add(router_id)
+                else:
+                    memory.errored.discard(router_id)
+        for host in list(memory.dead_since):
             if host not in records:
-                del dead_since[host]
+                del memory.dead_since[host]
+
+    async def _router_statuses(self) -> list[tuple[str, str]]:
+        prefix = neutron_prefix("routers")
+        return [(kv.key[len(prefix):], orjson.loads(kv.value).get("status", ""))
+                for kv in (await self.store.range(prefix)).kvs]
 
     async def _move_off(self, router_id: str, host: str, fence: Compare) -> None:
         """Replace a dead host by a live one; a router with no replacement
@@ -496,21 +531,47 @@ class L3Rescheduler:
             # A router that was at its maximum gets its place back too.
             await self.scheduler.schedule(router_id, fence=fence)
 
-    async def _update_status(self, router_id: str, fence: Compare) -> None:
-        status = await self.scheduler.router_status(router_id)
+    async def _set_status(self, router_id: str, status: str, fence: Compare) -> bool:
+        """Router status ERROR while split (ACTIVE again after); True once
+        the router has that status (or is gone)."""
         key = neutron_key("routers", router_id)
         kv = await self.store.get(key)
         if kv is None:
-            return
+            return True
         router = orjson.loads(kv.value)
-        if router.get("status") == status or router.get("status") not in (
-                ROUTER_STATUS_ACTIVE, ROUTER_STATUS_SPLIT_BRAIN):
-            return
+        if router.get("status") == status:
+            return True
+        if router.get("status") not in (ROUTER_STATUS_ACTIVE, ROUTER_STATUS_SPLIT_BRAIN):
+            return False
         router["status"] = status
         router["revision_number"] = router.get("revision_number", 0) + 1
         router["updated_at"] = timestamp(self.scheduler.context.clock())
-        await self.store.txn([key_unchanged(kv), fence], [Put(key, orjson.dumps(router))])
+        result = await self.store.txn([key_unchanged(kv), fence],
+                                      [Put(key, orjson.dumps(router))])
+        return result.succeeded
 
+    async def sweep(self) -> None:
+        """Leftovers of crashes between two steps: HA networks no project
+        record names (the last router's delete died before deleting it),
+        and HA ports with no placement behind them (a placement that never
+        committed), older than a sweep period (not an add in flight)."""
+        networks = await self.scheduler.ha.networks.repository.all()
+        named = {r.network_id for r in await self.scheduler.ha.all_networks()}
+        for network in networks:
+            if network["name"].startswith(HA_NETWORK_NAME.format("")) and \
+                    network.get("tenant_id") == "" and network["id"] not in named:
+                log.info("deleting orphan HA network %s", network["id"])
+                await self.scheduler.ha.delete_network(HANetwork(
+                    "", network["id"], "", ()))
+        placed = {tuple(kv.key[len(L3_PLACEMENTS_PREFIX):].split("/", 1))
+                  for kv in (await self.store.range(L3_PLACEMENTS_PREFIX)).kvs}
+        oldest = timestamp(self.scheduler.context.clock()
+                           - timedelta(seconds=self.settings.sweep_seconds))
+        for port in await self.scheduler.ha.all_ports():
+            pair = (port.get("device_id", ""), port.get("binding:host_id", ""))
+            if pair not in placed and port.get("created_at", "") < oldest:
+                log.info("deleting orphan HA port %s", port["id"])
+                await self.scheduler.ha.delete_port(port["id"])
 
 class ReschedulerService:
     """Runs the :class:`L3Rescheduler` under :class:`Leadership` for as long

@@ -565,3 +565,35 @@ def test_openstack_cli_shows_ha_router_hosting(tmp_path: Path) -> None:
         assert _cli(server, "router", "show", "demo-router")["ha"] is True
     finally:
         server.stop()
+
+
+async def test_sweep_removes_orphans(store: Store, server_config: ServerConfig) -> None:
+    """What a crash between two steps leaves (an HA network whose record is
+    gone, an HA port whose placement never committed) is swept by the leader."""
+    cloud = Cloud(store, ha_config(server_config))
+    await cloud.start_server(dataclasses.replace(FAST, sweep_seconds=1))
+    try:
+        await cloud.register("network1")
+        router = await cloud.router(name="r1")
+        (ha_net,) = await cloud.ha_networks()
+        orphan_net = await cloud.api.create("networks", "network", tenant_id="",
+                                            name="HA network tenant gone")
+        port = await cloud.api.create("ports", "port", network_id=ha_net["id"],
+                                      tenant_id="", device_owner=HA_OWNER,
+                                      device_id=router["id"],
+                                      **{"binding:host_id": "nowhere"})
+
+        async def swept() -> bool:
+            names = [n["name"] for n in await cloud.ha_networks()]
+            return names == [f"HA network tenant {P1}"] and \
+                "nowhere" not in await cloud.ha_ports(router["id"])
+
+        await eventually(swept, "orphans swept")
+        status, _ = await cloud.api.call("GET", f"/v2.0/networks/{orphan_net['id']}")
+        assert status == 404
+        status, _ = await cloud.api.call("GET", f"/v2.0/ports/{port['id']}")
+        assert status == 404
+        # What is in use stays.
+        assert set(await cloud.ha_ports(router["id"])) == {"network1"}
+    finally:
+        await cloud.close()
