@@ -424,8 +424,26 @@ class Lab:
         return Pinger(self._external_netns(), address, interval=interval)
 
     def echo_server(self, vm: str, *, port: int = ECHO_PORT) -> EchoServer:
-        """A TCP line echo server in a VM (not started: ``async with``)."""
+        """A TCP echo server in a VM (not started: ``async with``)."""
         return EchoServer(self.vm(vm).netns, port=port)
+
+    def external_echo_server(self, *, port: int = ECHO_PORT) -> EchoServer:
+        """A TCP echo server in the upstream namespace, for connections from
+        VMs going out through SNAT (not started: ``async with``)."""
+        return EchoServer(self._external_netns(), port=port)
+
+    def vm_pinger(self, vm: str, address: str, *, interval: float = DEFAULT_INTERVAL) -> Pinger:
+        """A background ping train from a VM (not started: ``async with``)."""
+        return Pinger(self.vm(vm).netns, address, interval=interval)
+
+    def vm_tcp_stream(
+        self, vm: str, address: str, port: int = ECHO_PORT, *,
+        interval: float = DEFAULT_INTERVAL, stall_limit: float = 20.0,
+    ) -> TcpStream:
+        """A long-lived TCP connection from a VM (e.g. out through SNAT to
+        ``external_echo_server``), not started: ``async with``."""
+        return TcpStream(self.vm(vm).netns, address, port, interval=interval,
+                         stall_limit=stall_limit)
 
     def external_tcp_stream(
         self, address: str, port: int = ECHO_PORT, *, interval: float = DEFAULT_INTERVAL,
@@ -464,11 +482,14 @@ class Lab:
         if management and kind is not FailureKind.LINK:
             raise LabError("only a link failure can cut the management network too")
         host_dir = Path(record.dir)
-        failure = Failure(host, kind, time.time(), management=management)
+        links = tuple(external.host_links(self.layout, record)) \
+            if kind is FailureKind.LINK else ()
+        # recorded before anything is done: a failure that stops halfway is
+        # still undone completely by recover
+        failure = Failure(host, kind, time.time(), links=links, management=management)
         claim_failure(host_dir, failure)
         namespaces = await self._host_namespaces(record)
         if kind is FailureKind.LINK:
-            links = tuple(external.host_links(self.layout, record))
             if management:
                 servers = _loopback_targets(self.state.server_urls)
                 if servers:
@@ -476,7 +497,6 @@ class Lab:
                               stdin=management_cut_rules(servers))
             for ns, name in links:
                 await run(["ip", "-n", ns, "link", "set", "dev", name, "down"])
-            failure = Failure(host, kind, failure.at, links=links, management=management)
         else:
             if kind is FailureKind.AGENT:
                 agent = owned_pid(host_dir / "agent.pid", self._marker)

@@ -138,3 +138,30 @@ def test_cli_up_with_l3_hosts_external_exec_and_down(lab_factory: LabFactory) ->
     assert down.returncode == 0, down.stderr
     assert f"{prefix}-ext" in down.stdout and f"{prefix}-exsw" in down.stdout
     assert asyncio.run(leftovers(prefix)) == []
+
+
+async def test_a_vm_reaches_the_upstream_through_br_int_and_br_ex(
+    lab_factory: LabFactory,
+) -> None:
+    """What the agent will do for a flat external network, done by hand in a
+    private lab: br-int patched to br-ex, both NORMAL; then the VM-side probes
+    (ping train, TCP stream to an echo server in the upstream)."""
+    lab = await lab_factory.up(1, l3_hosts=1)
+    ovs = lab.ovs("host1")
+    await ovs.vsctl(
+        "add-port", "br-int", "int-br-ex", "--", "set", "Interface", "int-br-ex",
+        "type=patch", "options:peer=phy-br-ex",
+        "--", "add-port", "br-ex", "phy-br-ex", "--", "set", "Interface", "phy-br-ex",
+        "type=patch", "options:peer=int-br-ex",
+    )
+    await ovs.ofctl("add-flow", "br-int", "priority=0,actions=NORMAL")
+    await lab.add_vm("v", "host1", port_id="7a1e5b1c-0003-4000-8000-00000000000c",
+                     mac="fa:16:3e:00:00:0c")
+    await lab.vm_exec("v", ["ip", "addr", "add", "203.0.113.60/24", "dev", "eth0"])
+    assert await lab.ping("v", "203.0.113.1")
+    async with lab.vm_pinger("v", "203.0.113.1") as pinger, \
+            lab.external_echo_server(port=5421), \
+            lab.vm_tcp_stream("v", "203.0.113.1", 5421) as stream:
+        await pinger.wait_for_replies(10)
+    assert pinger.report.received >= 10
+    assert not stream.report.broken and stream.report.echoed > 0, stream.report.describe()
