@@ -232,6 +232,19 @@ class ShardedStore:
     async def range(self, prefix: str) -> RangeResult:
         return await self._for_prefix(prefix).range(prefix)
 
+    async def stale_get(self, key: str) -> KeyValue | None:
+        """A read without quorum, where the shard's store can (etcd)."""
+        store = self._for_key(key)
+        if not isinstance(store, EtcdStore):
+            return await store.get(key)
+        return await store.stale_get(key)
+
+    async def stale_range(self, prefix: str) -> RangeResult:
+        store = self._for_prefix(prefix)
+        if not isinstance(store, EtcdStore):
+            return await store.range(prefix)
+        return await store.stale_range(prefix)
+
     async def revision(self) -> int:
         return await self.store_for(DEFAULT_SHARD).revision()
 

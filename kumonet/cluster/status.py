@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from kumonet.cluster.availability import StaleReadStore
 from kumonet.cluster.shards import ShardedStore, ShardMap, ShardSpec
 from kumonet.store.contract import MemberStatus, Store, StoreError
 from kumonet.store.trees import SHARDS
@@ -193,6 +194,8 @@ async def _members(store: Store) -> Sequence[MemberStatus] | StoreError:
 async def collect_status(store: Store) -> ClusterStatus:
     """The status of every shard. A :class:`ShardedStore` reports each
     shard's store; any other store holds every shard."""
+    if isinstance(store, StaleReadStore):
+        store = store.store
     if isinstance(store, ShardedStore):
         shard_map = store.shard_map
         stores = {spec.url: store.store_for(spec.name) for spec in shard_map.shards}

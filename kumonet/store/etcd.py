@@ -433,6 +433,34 @@ class EtcdStore:
         )
         return RangeResult(tuple(_kv(kv) for kv in response.kvs), response.header.revision)
 
+    async def stale_get(self, key: str) -> KeyValue | None:
+        """A serializable read from whichever member answers, quorum or not:
+        possibly stale, for showing state while the majority is lost."""
+        response = await self._any_member_range(rpc.RangeRequest(key=_key(key), serializable=True))
+        return _kv(response.kvs[0]) if response.kvs else None
+
+    async def stale_range(self, prefix: str) -> RangeResult:
+        """Like :meth:`stale_get` for a prefix; the revision is the answering
+        member's."""
+        raw = prefix.encode()
+        response = await self._any_member_range(
+            rpc.RangeRequest(key=raw or b"\x00", range_end=prefix_end(raw), serializable=True)
+        )
+        return RangeResult(tuple(_kv(kv) for kv in response.kvs), response.header.revision)
+
+    async def _any_member_range(self, request: Any) -> Any:
+        failures: list[str] = []
+        for offset in range(len(self._endpoints)):
+            endpoint = self._endpoints[(self._current + offset) % len(self._endpoints)]
+            try:
+                return await endpoint.kv.Range(request, timeout=self._attempt_timeout)
+            except grpc.aio.AioRpcError as error:
+                refusal = _refusal(error)
+                if refusal is not None:
+                    raise refusal from error
+                failures.append(f"{endpoint.address}: {error.details() or error.code().name}")
+        raise StoreUnavailable(f"etcd stale read: no member answered ({'; '.join(failures)})")
+
     async def revision(self) -> int:
         # Any linearizable read reports the store revision; a count-only read
         # of one key is the cheapest.
