@@ -7,8 +7,9 @@ one HA router (real keepalived, VRRPv3) with a floating IP. The "external"
 namespace pings the floating IP every 50 ms while one TCP connection through it
 sends a line every 50 ms; then the master fails, ``--runs`` times each way:
 
-- keepalived killed: SIGKILL of both keepalived processes (no priority-0 advert;
-  as keepalived + agent dying: the dead master's addresses stay behind);
+- keepalived killed: the agent (its L3Host) stops, then SIGKILL of both keepalived
+  processes (no priority-0 advert; the dead master's addresses stay behind until
+  the agent restarts and re-applies the router);
 - links cut: the master's router ports lose carrier (as a host or NIC failure).
 
 After each run the failed side recovers (agent re-applies / links back) as standby.
@@ -68,6 +69,15 @@ class Node:
         self.l3 = L3Host(self.settings, self.host.driver(), on_ha_state=self._record)
         self.plan: RouterPlan | None = None
 
+    async def stop_agent(self) -> None:
+        """As the agent dying: nothing watches keepalived or its FIFO any more."""
+        await self.l3.__aexit__(None, None, None)
+
+    async def start_agent(self, ports: RouterPorts) -> None:
+        self.l3 = L3Host(self.settings, self.host.driver(), on_ha_state=self._record)
+        await self.l3.__aenter__()
+        await self.apply(ports)
+
     def _record(self, router_id: str, state: RouterHAState) -> None:
         self.events.append((time.monotonic(), state))
         self.changed.set()
@@ -121,6 +131,7 @@ async def failover_runs(
             await asyncio.sleep(1.2)
             failed_at = time.monotonic()
             if how == "killed":
+                await master.stop_agent()
                 master.kill_keepalived(ports.router_id)
             else:
                 master.set_links("down")
@@ -141,7 +152,7 @@ async def failover_runs(
         )
         recovered_at = time.monotonic()
         if how == "killed":
-            await master.apply(ports)
+            await master.start_agent(ports)
         else:
             master.set_links("up")
         await master.wait_for(STANDBY, recovered_at)

@@ -116,6 +116,10 @@ class KeepalivedProcess:
             os.kill(pid, signal.SIGHUP)
             return KeepalivedAction.RELOADED
         await self._check_config()
+        # keepalived refuses to start while its pid files name a live process, and a
+        # killed one can linger as a zombie: they are stale once `pid` said so.
+        for path in (self.files.pid, self.files.vrrp_pid):
+            path.unlink(missing_ok=True)
         await run(in_namespace(self.namespace, self._argv()))
         await self._wait_for(lambda: self.pid is not None and self.vrrp_pid is not None, "start")
         return KeepalivedAction.STARTED
@@ -166,3 +170,45 @@ def _write_atomically(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
+
+
+class KeepalivedMonitor:
+    """Tells, within a loop iteration, when a watched keepalived exits (pidfd).
+
+    keepalived respawns its own VRRP child, but nothing respawns keepalived: a
+    master killed with SIGKILL leaves its addresses behind, and two hosts would
+    answer for them. The L3 host re-applies the router on exit: the stale
+    addresses go and a fresh keepalived starts as backup.
+    """
+
+    def __init__(self, on_exit: Callable[[str], None]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_exit = on_exit
+        self._watched: dict[str, tuple[int, int]] = {}  # router id → (pid, pidfd)
+
+    def watch(self, router_id: str, pid: int) -> None:
+        current = self._watched.get(router_id)
+        if current is not None and current[0] == pid:
+            return
+        self.unwatch(router_id)
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self._loop.call_soon(self._on_exit, router_id)
+            return
+        self._watched[router_id] = (pid, fd)
+        self._loop.add_reader(fd, self._exited, router_id)
+
+    def unwatch(self, router_id: str) -> None:
+        watched = self._watched.pop(router_id, None)
+        if watched is not None:
+            self._loop.remove_reader(watched[1])
+            os.close(watched[1])
+
+    def close(self) -> None:
+        for router_id in list(self._watched):
+            self.unwatch(router_id)
+
+    def _exited(self, router_id: str) -> None:
+        self.unwatch(router_id)
+        self._on_exit(router_id)

@@ -16,7 +16,9 @@ namespaces, keepalived processes or OVS ports exist but are no longer wanted.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
+import logging
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,7 +28,7 @@ from kumonet.l3.garp import announce
 from kumonet.l3.ha_state import HaStateCallback, HaStateWatcher, RouterHAState
 from kumonet.l3.intent import RouterIntent
 from kumonet.l3.interface import InterfaceDriver
-from kumonet.l3.keepalived import KeepalivedAction, KeepalivedProcess
+from kumonet.l3.keepalived import KeepalivedAction, KeepalivedMonitor, KeepalivedProcess
 from kumonet.l3.namespace import (
     RouterNamespace,
     delete_namespace,
@@ -42,6 +44,8 @@ from kumonet.l3.plan import (
     plan_router,
     router_id_of_namespace,
 )
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +86,48 @@ class L3Host:
         self.driver = driver
         self._on_ha_state = on_ha_state
         self._watcher: HaStateWatcher | None = None
+        self._monitor: KeepalivedMonitor | None = None
+        self._intents: dict[str, RouterIntent] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._respawns: set[asyncio.Task[None]] = set()
 
     async def __aenter__(self) -> L3Host:
         self._watcher = HaStateWatcher(self._on_ha_state)
+        self._monitor = KeepalivedMonitor(self._keepalived_exited)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         # Routers keep running without the agent; only the watching stops.
+        for task in list(self._respawns):
+            task.cancel()
+        await asyncio.gather(*self._respawns, return_exceptions=True)
+        if self._monitor is not None:
+            self._monitor.close()
+            self._monitor = None
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
+
+    def _lock(self, router_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(router_id, asyncio.Lock())
+
+    def _keepalived_exited(self, router_id: str) -> None:
+        intent = self._intents.get(router_id)
+        if intent is None:
+            return
+        logger.warning("keepalived of router %s exited; re-applying the router", router_id)
+        task = asyncio.create_task(self._respawn(intent))
+        self._respawns.add(task)
+        task.add_done_callback(self._respawns.discard)
+
+    async def _respawn(self, intent: RouterIntent) -> None:
+        try:
+            async with self._lock(intent.id):
+                # Removed or changed meanwhile: the remover or the newer apply decides.
+                if self._intents.get(intent.id) is intent:
+                    await self._apply(intent)
+        except Exception:  # the next apply from the agent retries; keep the loop alive
+            logger.exception("re-applying router %s after keepalived exited failed", intent.id)
 
     @property
     def watcher(self) -> HaStateWatcher:
@@ -113,6 +149,13 @@ class L3Host:
         return plan_router(intent, self.settings)
 
     async def apply(self, intent: RouterIntent) -> ApplyReport:
+        """Make the router's namespace match ``intent`` (idempotent; serialised per router)."""
+        async with self._lock(intent.id):
+            report = await self._apply(intent)
+            self._intents[intent.id] = intent
+            return report
+
+    async def _apply(self, intent: RouterIntent) -> ApplyReport:
         plan = self.plan(intent)
         created = await ensure_namespace(plan.namespace)
         ns = RouterNamespace(plan.namespace)
@@ -172,6 +215,9 @@ class L3Host:
         if keepalived is not None and plan.keepalived_conf is not None:
             self.watcher.add(plan.router_id, keepalived.files)
             action = await keepalived.ensure(plan.keepalived_conf)
+            pid = keepalived.pid
+            if pid is not None and self._monitor is not None:
+                self._monitor.watch(plan.router_id, pid)
         else:
             # A router that stopped being HA keeps no keepalived.
             await self._stop_keepalived(plan.router_id)
@@ -216,6 +262,8 @@ class L3Host:
         return True
 
     async def _stop_keepalived(self, router_id: str) -> None:
+        if self._monitor is not None:
+            self._monitor.unwatch(router_id)  # a stop is not a crash to repair
         process = self.keepalived(router_id)
         if process.running or process.vrrp_pid is not None:
             await process.stop()
@@ -224,6 +272,12 @@ class L3Host:
 
     async def remove(self, router_id: str) -> None:
         """Remove everything of the router on this host (idempotent)."""
+        async with self._lock(router_id):
+            self._intents.pop(router_id, None)
+            await self._remove(router_id)
+        self._locks.pop(router_id, None)
+
+    async def _remove(self, router_id: str) -> None:
         await self._stop_keepalived(router_id)
         namespace = namespace_name(router_id, self.settings.namespace_prefix)
         await delete_namespace(namespace)

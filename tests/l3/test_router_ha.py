@@ -174,16 +174,20 @@ async def test_ha_router_fails_over_and_recovers(netlab: NetLab) -> None:
         assert pings.answered_tail(10), pings
         assert await holds(p1, FLOATING_IP + "/32")
 
-        # Recovery: the agent re-applies on h2; the new keepalived comes back as
-        # standby (no preemption) and drops the addresses the killed one left.
-        restarted_at = time.monotonic()
-        await apply(n2, ports)
-        await n2.wait_for(STANDBY, after=restarted_at)
+        # Recovery: h2's L3Host saw keepalived exit and re-applied the router by
+        # itself: the addresses the killed master left are gone and a new keepalived
+        # runs as standby (no preemption).
+        await n2.wait_for(STANDBY, after=killed_at)
         await asyncio.sleep(1.0)  # ten adverts: enough to see a wrongful takeover
         assert n1.last is ACTIVE and n2.last is STANDBY
+        assert n2.l3.keepalived(ports.router_id).running
         assert not await holds(p2, FLOATING_IP + "/32")
         assert not await holds(p2, ROUTER_IP + "/24")
         assert ping_eventually(ext, FLOATING_IP)
+        # The agent's next apply finds nothing to do.
+        assert not (
+            await n2.l3.apply(router_intent(ports, ha_ip=n2.ha_ip, ha_port=n2.ha_port))
+        ).changed
 
         # 2. The master's links are cut: it goes to FAULT, the other takes over.
         server = TcpServer(vm, VM_IP, 7012)
