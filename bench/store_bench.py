@@ -115,17 +115,22 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-def report(label: str, wall: float, latencies: list[float], with_target: bool) -> None:
+def report(
+    label: str, wall: float, latencies: list[float], with_target: bool, *, paced: bool = False
+) -> None:
+    """One row; a paced run cannot exceed its schedule's rate, so it is held
+    to keeping up with it (within 2 %) and to the p99 target."""
     rate = len(latencies) / wall
     p50 = statistics.median(latencies) * 1000
     p99 = percentile(latencies, 0.99) * 1000
+    needed = TARGET_RATE * 0.98 if paced else TARGET_RATE
     target = (
         f"   target >= {TARGET_RATE:.0f}/s, p99 <= {TARGET_P99_MS:.0f} ms"
-        f"  [{'OK' if rate >= TARGET_RATE and p99 <= TARGET_P99_MS else 'MISSED'}]"
+        f"  [{'OK' if rate >= needed and p99 <= TARGET_P99_MS else 'MISSED'}]"
         if with_target
         else ""
     )
-    print(f"{label:<17} {rate:7.0f} creates/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms{target}")
+    print(f"{label:<17} {rate:7.1f} creates/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms{target}")
 
 
 async def ticker(lags: list[float]) -> None:
@@ -174,7 +179,7 @@ async def bench(url: str, creates: int) -> None:
         events = store.watch("/config/", await store.revision() + 1)
         watcher = asyncio.create_task(follow(events, 4 * (paced // 8 * 8)))
         wall, latencies = await run(store, 8, paced, 3 * creates, read_first=True, rate=TARGET_RATE)
-        report("at 300/s r+w", wall, latencies, with_target=True)
+        report("at 300/s r+w", wall, latencies, with_target=True, paced=True)
         await watcher
         with contextlib.suppress(AttributeError):
             await events.aclose()  # type: ignore[attr-defined]
