@@ -169,3 +169,13 @@ def test_router_without_gateway_has_no_nat(settings: L3Settings) -> None:
 
 def test_plan_is_deterministic(settings: L3Settings) -> None:
     assert plan_router(_intent(ha=True), settings) == plan_router(_intent(ha=True), settings)
+
+
+def test_sysctls_forwarding_no_ipv6_and_fast_arp_retries(settings: L3Settings) -> None:
+    plan = plan_router(_intent(ha=True), settings)
+    assert ("net.ipv6.conf.all.disable_ipv6", "1") in plan.sysctls
+    assert ("net.ipv4.conf.all.arp_ignore", "1") in plan.sysctls
+    assert set(plan.link_sysctls) == {
+        (f"net.ipv4.neigh.{i.name}.retrans_time_ms", "100") for i in plan.interfaces
+    }
+    assert len(plan.link_sysctls) == 4
