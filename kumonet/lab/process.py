@@ -159,12 +159,16 @@ async def start_detached(
 
     await wait_until(recorded, f"{argv[0]} did not start (see {logfile})", time_limit=wait)
     pid = pids[-1]
+    # `ip netns exec NS CMD` execs CMD in turn: the daemon is CMD
+    program = argv[4] if list(argv[:3]) == ["ip", "netns", "exec"] and len(argv) > 4 \
+        else argv[0]
 
     def exec_done() -> bool:
-        # until the exec completes the pid is still the wrapper shell (or,
-        # during the exec itself, has an empty command line)
-        line = cmdline(pid)
-        return not is_alive(pid) or (bool(line) and 'exec "$@"' not in line)
+        # until the last exec completes the pid is still the wrapper shell or
+        # `ip netns exec` (or, during an exec, has an empty command line); a
+        # script shows as its interpreter followed by the script
+        words = cmdline(pid).split(" ")[:2]
+        return not is_alive(pid) or program in words
 
     await wait_until(exec_done, f"{argv[0]} did not start (see {logfile})", time_limit=wait)
     return pid
