@@ -98,6 +98,8 @@ _NOT_SENT_MARKERS = (
     "no leader",
     "not capable",
     "dns resolution failed",
+    # etcd sheds load before proposing: the request was not applied.
+    "too many requests",
 )
 _COMPARE_RESULT = {
     "==": rpc.Compare.EQUAL,
@@ -242,6 +244,8 @@ def _not_sent(error: grpc.aio.AioRpcError) -> bool:
 def _refusal(error: grpc.aio.AioRpcError) -> StoreError | None:
     """The contract error for an answer that is etcd's verdict, not an outage."""
     code, details = error.code(), error.details() or ""
+    if _not_sent(error):
+        return None  # transient: worth another attempt
     if code == grpc.StatusCode.NOT_FOUND and "lease" in details:
         return LeaseNotFound(details)
     if code in (
