@@ -20,7 +20,7 @@ from kumonet.cluster.availability import (
     unavailable_answer,
 )
 from kumonet.cluster.status import collect_status
-from kumonet.store.contract import StoreUnavailable
+from kumonet.store.contract import Store, StoreUnavailable
 from kumonet.store.etcd import EtcdStore
 from tests.cluster.etcd_cluster import EtcdCluster, running_cluster
 
@@ -93,6 +93,7 @@ def cluster() -> Iterator[EtcdCluster]:
 @pytest.mark.etcd
 async def test_majority_loss_503s_writes_and_flags_reads_as_stale(cluster: EtcdCluster) -> None:
     store = StaleReadStore(await EtcdStore.open(cluster.url))
+    assert isinstance(store, Store)
     async with TestClient(TestServer(make_app(store))) as client:
         await store.put("/config/neutron/networks/n1", b"net")
         fresh = await client.get("/read")

@@ -16,6 +16,7 @@ from kumonet.store.contract import (
     DeletePrefix,
     LeaseNotFound,
     Put,
+    Store,
     StoreError,
     key_absent,
 )
@@ -144,6 +145,7 @@ def tag() -> str:
 async def test_keys_land_on_their_shards_cluster(
     sharded: ShardedStore, direct: tuple[EtcdStore, EtcdStore], tag: str
 ) -> None:
+    assert isinstance(sharded, Store)
     main, neutron = direct
     network = key(Tree.CONFIG, "neutron", "networks", tag)
     host = key(Tree.OPERATIONAL, "topology", "hosts", tag)
