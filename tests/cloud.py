@@ -386,7 +386,8 @@ class Tenant:
         port = await self.create_port(net, **port_attrs)
         vm = await self.plug(host, port["id"], mtu=net.mtu if static else None)
         if static:
-            await self.cloud.set_address(vm.name, fixed_ip(vm))
+            prefixlen = int(net.cidr.split("/")[1])
+            await self.cloud.set_address(vm.name, fixed_ip(vm), prefixlen)
         return vm
 
     async def plug(self, host: str, port_id: str, *, mtu: int | None = None) -> VmRecord:
