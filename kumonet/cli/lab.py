@@ -237,6 +237,7 @@ async def _host_exec(args: argparse.Namespace) -> int:
 
 async def _host_fail(args: argparse.Namespace) -> int:
     from kumonet.lab.lab import Lab
+    from kumonet.lab.outage import clock
 
     failure = await Lab.load(args.prefix, root=args.root).fail_host(
         args.host, args.how, management=args.management
@@ -244,7 +245,7 @@ async def _host_fail(args: argparse.Namespace) -> int:
     what = (f"links down: {' '.join(f'{ns}/{name}' for ns, name in failure.links)}"
             if failure.links else
             f"killed pids: {' '.join(map(str, failure.killed)) or 'none'}")
-    print(f"{args.host} failed ({failure.how.value}) at {failure.at:.3f}; {what}")
+    print(f"{args.host} failed ({failure.how.value}) at {clock(failure.at)} UTC; {what}")
     return 0
 
 

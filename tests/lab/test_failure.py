@@ -13,13 +13,20 @@ import pytest
 
 from kumonet.lab.command import in_netns, run, wait_until
 from kumonet.lab.errors import LabError
-from kumonet.lab.failure import FailureKind, keepalived_pids
+from kumonet.lab.failure import (
+    Failure,
+    FailureKind,
+    claim_failure,
+    clear_failure,
+    failure_kind,
+    keepalived_pids,
+    management_cut_rules,
+    read_failure,
+)
 from kumonet.lab.lab import Lab
 from kumonet.lab.process import is_alive, netns_list, owned_pid, stop_pids
 from kumonet.lab.teardown import delete_netns, netns_pids
 from tests.lab.conftest import LabFactory, leftovers, recovered
-
-pytestmark = pytest.mark.lab
 
 KEEPALIVED_CONF = """\
 vrrp_instance r {{
@@ -63,7 +70,7 @@ async def router_with_keepalived(lab: Lab, host: str, router: str, conf_dir: Pat
     return [pid for p in pidfiles if (pid := owned_pid(p, str(conf))) is not None]
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 async def no_routers_left(l3_lab: Lab) -> AsyncIterator[None]:
     """Router namespaces (and their keepalived) a test made go afterwards."""
     yield
@@ -83,6 +90,8 @@ async def link_state(ns: str, name: str) -> str:
     return "UP" if ",UP" in out.split(">")[0] or "<UP" in out else "DOWN"
 
 
+@pytest.mark.lab
+@pytest.mark.usefixtures("no_routers_left")
 async def test_agent_failure_kills_agent_and_keepalived_of_that_host_only(
     l3_lab: Lab, tmp_path: Path
 ) -> None:
@@ -123,6 +132,7 @@ async def test_agent_failure_kills_agent_and_keepalived_of_that_host_only(
         await lab.recover_host("host1")
 
 
+@pytest.mark.lab
 async def test_link_failure_cuts_underlay_and_external_and_recovers(l3_lab: Lab) -> None:
     lab = l3_lab
     layout = lab.layout
@@ -157,6 +167,8 @@ async def test_link_failure_cuts_underlay_and_external_and_recovers(l3_lab: Lab)
     await lab.host_exec("host1", ["ip", "addr", "del", "203.0.113.31/24", "dev", "br-ex"])
 
 
+@pytest.mark.lab
+@pytest.mark.usefixtures("no_routers_left")
 async def test_host_failure_stops_everything_of_the_host_and_recovers(
     l3_lab: Lab, tmp_path: Path
 ) -> None:
@@ -205,6 +217,7 @@ async def test_host_failure_stops_everything_of_the_host_and_recovers(
                             check=False)
 
 
+@pytest.mark.lab
 async def test_unknown_failure_and_host_are_refused(l3_lab: Lab) -> None:
     with pytest.raises(LabError, match="unknown failure"):
         await l3_lab.fail_host("host2", "meteor")
@@ -214,6 +227,7 @@ async def test_unknown_failure_and_host_are_refused(l3_lab: Lab) -> None:
 
 
 @pytest.mark.parametrize("how", ["link", "host", "agent"])
+@pytest.mark.lab
 async def test_down_after_a_failure_leaves_nothing(lab_factory: LabFactory, how: str) -> None:
     lab = await lab_factory.up(2, l3_hosts=1, agents=True,
                                agent_command=(sys.executable, "-c",
@@ -223,6 +237,7 @@ async def test_down_after_a_failure_leaves_nothing(lab_factory: LabFactory, how:
     assert await leftovers(lab.layout.prefix) == []
 
 
+@pytest.mark.lab
 def test_cli_fail_status_recover(l3_lab: Lab) -> None:
     prefix = l3_lab.layout.prefix
     kumonet = [sys.executable, "-m", "kumonet.cli.main", "lab"]
@@ -252,6 +267,7 @@ async def connects(lab: Lab, host: str, address: str, port: int) -> bool:
     return (await lab.host_exec(host, [sys.executable, "-c", probe], check=False)).ok
 
 
+@pytest.mark.lab
 async def test_link_failure_can_cut_the_management_network_too(l3_lab: Lab) -> None:
     lab = l3_lab
     # the agents reach the (default) server through the relay in their namespace
@@ -272,3 +288,29 @@ async def test_link_failure_can_cut_the_management_network_too(l3_lab: Lab) -> N
     async with recovered(lab, "host2"):
         await lab.fail_host("host2", "link")
         assert await connects(lab, "host2", "127.0.0.1", 9696)
+
+
+# -- pure ---------------------------------------------------------------------------
+
+
+def test_failure_record_round_trips_and_one_failure_per_host(tmp_path: Path) -> None:
+    failure = Failure("host1", FailureKind.LINK, 12.5, links=(("kl-ul", "kl-ul-h1"),),
+                      management=True)
+    assert Failure.from_json(failure.to_json()) == failure
+    claim_failure(tmp_path, failure)
+    assert read_failure(tmp_path) == failure
+    with pytest.raises(LabError, match=r"failed already \(link\)"):
+        claim_failure(tmp_path, Failure("host1", FailureKind.AGENT, 13.0))
+    clear_failure(tmp_path)
+    assert read_failure(tmp_path) is None
+    assert failure_kind("host") is FailureKind.HOST
+    with pytest.raises(LabError, match="agent, link, host"):
+        failure_kind("power")
+
+
+def test_management_cut_drops_the_relayed_servers_only() -> None:
+    rules = management_cut_rules([("127.0.0.1", 9696), ("127.0.0.2", 9697)])
+    assert "table inet kumonet_lab_cut" in rules
+    assert "ip daddr 127.0.0.1 tcp dport 9696 drop" in rules
+    assert "ip daddr 127.0.0.2 tcp dport 9697 drop" in rules
+    assert "hook output" in rules and "policy accept" in rules
