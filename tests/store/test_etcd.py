@@ -5,11 +5,12 @@ per-member status. Each test that kills members gets its own cluster."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from kumonet.store.contract import StoreUnavailable, WatchEvent
+from kumonet.store.contract import Put, StoreUnavailable, WatchEvent, key_absent
 from kumonet.store.etcd import EtcdOptions, EtcdStore, parse_url, prefix_end
 from tests.cluster.etcd_cluster import EtcdCluster, free_port, running_cluster
 
@@ -178,3 +179,76 @@ async def test_a_watch_survives_the_member_it_streams_from(
     finally:
         await replay.aclose()  # type: ignore[attr-defined]
     assert got == replayed
+
+
+@pytest.mark.etcd
+async def test_guarded_allocations_stay_unique_across_a_leader_kill(
+    cluster: EtcdCluster, store: EtcdStore
+) -> None:
+    """The caller's side of the contract: a write that failed indeterminate
+    is re-read before it is retried, so a leader kill mid-run leaves one
+    owner per slot and every allocator knows exactly what it owns."""
+    slots = [f"/ip/10.0.0.{i}" for i in range(40)]
+    owned: dict[str, set[str]] = {}
+    midway = asyncio.Event()
+
+    async def allocate(name: str) -> None:
+        owned[name] = set()
+        for slot in slots:
+            while True:
+                try:
+                    result = await store.txn([key_absent(slot)], [Put(slot, name.encode())])
+                except StoreUnavailable:
+                    # Applied or not: ask the store (again, until it answers).
+                    await asyncio.sleep(0.05)
+                    try:
+                        kv = await store.get(slot)
+                    except StoreUnavailable:
+                        continue
+                    if kv is None:
+                        continue  # not applied: try again
+                    if kv.value == name.encode():
+                        owned[name].add(slot)
+                    break
+                if result.succeeded:
+                    owned[name].add(slot)
+                break
+            if len(owned[name]) >= 5:
+                midway.set()
+
+    allocators = [asyncio.create_task(allocate(f"port-{n}")) for n in range(4)]
+    async with asyncio.timeout(HANG_GUARD):
+        await midway.wait()
+        cluster.kill(cluster.leader())
+        await asyncio.gather(*allocators)
+    stored = {kv.key: kv.value.decode() for kv in (await store.range("/ip/")).kvs}
+    assert set(stored) == set(slots)
+    believed = {slot: name for name, mine in owned.items() for slot in mine}
+    assert sum(len(mine) for mine in owned.values()) == len(slots)  # nobody owns twice
+    assert believed == stored
+
+
+@pytest.mark.etcd
+async def test_a_restarted_member_catches_up(cluster: EtcdCluster, store: EtcdStore) -> None:
+    victim = next(m.name for m in cluster.members if m.name != cluster.leader())
+    cluster.stop(victim)
+    revision = 0
+    for i in range(20):
+        revision = await store.put(f"/net/{i}", b"written while it was down")
+    cluster.start(victim)
+    cluster.wait_healthy()
+    # Ask the restarted member alone, from its own copy (serializable).
+    alone = await EtcdStore.open("etcd://" + cluster.member(victim).endpoint)
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            while True:
+                with contextlib.suppress(StoreUnavailable):  # still starting
+                    caught_up = await alone.stale_range("/net/")
+                    if caught_up.revision >= revision:
+                        break
+                await asyncio.sleep(0.05)
+    finally:
+        await alone.close()
+    assert len(caught_up.kvs) == 20
+    (status,) = [m for m in await store.members() if m.name == victim]
+    assert status.raft_state == "Follower" and status.healthy
