@@ -307,8 +307,8 @@ class TcpReport:
 
     @property
     def gap(self) -> Gap:
-        end = self.error_at if self.error_at is not None else self.stopped
-        return longest_gap(self.echo_times, self.started, max(end, self.stopped))
+        # a broken connection's client stops at once: the last gap ends at the break
+        return longest_gap(self.echo_times, self.started, self.stopped)
 
     @property
     def outage(self) -> float:
