@@ -88,6 +88,8 @@ Python API (``kumonet.lab.lab.Lab``; coroutines, usable from any loop)::
     pinger.report.outage, pinger.report.lost, pinger.report.gap  # seconds, count, Gap
     stream.report.outage, stream.report.broken, stream.report.error
     await lab.recover_host("host1"); lab.failures()         # {host: Failure}
+    lab.router_states(router_id)        # {"host1": RouterHAState.ACTIVE, ...} (state files)
+    lab.router_netns("host1", router_id); await lab.router_exec("host1", router_id, argv)
 
 Failure injection (``kumonet.lab.failure``): ``agent`` SIGKILLs the agent,
 the keepalived of the host's routers (found by their files under the agent's

@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kumonet.l3.ha_state import RouterHAState, read_state_file
+from kumonet.l3.plan import KeepalivedFiles, L3Settings, namespace_name
 from kumonet.lab import agent as agent_mod
 from kumonet.lab import external, probe
 from kumonet.lab.command import CommandResult, all_of, in_netns, run, wait_until
@@ -454,6 +456,35 @@ class Lab:
         started: ``async with``)."""
         return TcpStream(self._external_netns(), address, port, interval=interval,
                          stall_limit=stall_limit)
+
+    # routers on L3 hosts -----------------------------------------------------
+    def router_netns(self, host: str, router_id: str) -> str:
+        """The namespace of ``router_id`` on ``host``, as its L3 agent names it."""
+        return namespace_name(router_id, self.layout.router_netns_prefix(self.host(host).name))
+
+    async def router_exec(
+        self, host: str, router_id: str, argv: Sequence[str], *, check: bool = True,
+        time_limit: float = 60.0,
+    ) -> CommandResult:
+        """Run ``argv`` in the router's namespace on ``host`` (``ip addr``,
+        ``nft list ruleset``, ``conntrack -L`` ...)."""
+        return await run(in_netns(self.router_netns(host, router_id), argv), check=check,
+                         time_limit=time_limit)
+
+    def router_states(self, router_id: str) -> dict[str, RouterHAState]:
+        """The HA state each L3 host's keepalived last reported for the router
+        (the state file under the agent's state path; hosts without one are
+        left out). A killed keepalived reports nothing more: after an
+        ``agent`` or ``host`` failure the failed host's entry is stale."""
+        states = {}
+        for host in self.state.hosts:
+            if not host.l3:
+                continue
+            settings = L3Settings(state_path=Path(host.dir) / "agent")
+            state = read_state_file(KeepalivedFiles(settings.router_dir(router_id)))
+            if state is not None:
+                states[host.name] = state
+        return states
 
     # failure injection -------------------------------------------------------
     async def _host_namespaces(self, host: HostRecord) -> list[str]:

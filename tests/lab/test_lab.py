@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from kumonet.lab.command import wait_until
+from kumonet.lab.command import run, wait_until
 from kumonet.lab.errors import LabError
 from kumonet.lab.lab import Lab
 from kumonet.lab.layout import DEFAULT_ROOT
@@ -239,3 +239,27 @@ def test_cli_up_status_exec_down(lab_skip: None, tmp_path: Path) -> None:
         assert not Path(DEFAULT_ROOT / prefix).exists()
     finally:
         asyncio.run(Lab.teardown(prefix))
+
+
+def _write_state(lab: Lab, host: str, router_id: str, state: str) -> None:
+    directory = Path(lab.host(host).dir) / "agent" / "ha_confs" / router_id
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "state").write_text(state + "\n")
+
+
+async def test_router_helpers_name_and_read_what_the_l3_agent_keeps(l3_lab: Lab) -> None:
+    router = "0c1d2e3f-0000-4000-8000-000000000001"
+    ns = l3_lab.router_netns("host2", router)
+    assert ns == f"{l3_lab.layout.prefix}-host2-qrouter-{router}"
+    _write_state(l3_lab, "host1", router, "standby")
+    _write_state(l3_lab, "host2", router, "active")
+    states = l3_lab.router_states(router)
+    assert {host: state.value for host, state in states.items()} == {
+        "host1": "standby", "host2": "active"}
+    assert l3_lab.router_states("no-such-router") == {}
+    await run(["ip", "netns", "add", ns])
+    try:
+        shown = await l3_lab.router_exec("host2", router, ["ip", "-o", "link"])
+        assert "lo" in shown.stdout
+    finally:
+        await run(["ip", "netns", "del", ns])
