@@ -27,6 +27,7 @@ from kumonet.lab.lab import Lab
 from kumonet.lab.process import is_alive, netns_list, owned_pid, stop_pids
 from kumonet.lab.teardown import delete_netns, netns_pids
 from tests.lab.conftest import LabFactory, leftovers, recovered
+from tests.lab.test_lab import wire_by_hand
 
 KEEPALIVED_CONF = """\
 vrrp_instance r {{
@@ -314,3 +315,92 @@ def test_management_cut_drops_the_relayed_servers_only() -> None:
     assert "ip daddr 127.0.0.1 tcp dport 9696 drop" in rules
     assert "ip daddr 127.0.0.2 tcp dport 9697 drop" in rules
     assert "hook output" in rules and "policy accept" in rules
+
+
+# -- real VRRP across the lab: each failure makes the standby take over -------------
+
+HA_CONF = """\
+global_defs {{
+    vrrp_version 3
+}}
+vrrp_instance ha {{
+    state BACKUP
+    interface ha-r9
+    virtual_router_id 9
+    priority 50
+    advert_int 0.2
+    nopreempt
+    virtual_ipaddress {{
+        169.254.0.9/24 dev ha-r9
+    }}
+}}
+"""
+
+
+async def ha_router(lab: Lab, host: str, index: int) -> None:
+    """A router namespace of ``host`` on the "HA network" (br-int, VXLAN to the
+    other host) with keepalived in it, as the L3 agent will build one."""
+    ns = lab.router_netns(host, "r9")
+    outer = f"tapr9h{index}"
+    await run(["ip", "netns", "add", ns])
+    await run(["ip", "link", "add", outer, "netns", lab.host(host).netns, "type", "veth",
+               "peer", "name", "ha-r9", "netns", ns])
+    await run(["ip", "-n", ns, "addr", "add", f"169.254.192.{index}/18", "dev", "ha-r9"])
+    for netns, dev in ((ns, "ha-r9"), (lab.host(host).netns, outer)):
+        await run(in_netns(netns, ["ethtool", "-K", dev, "tx", "off"]))
+        await run(["ip", "-n", netns, "link", "set", dev, "up"])
+    await lab.ovs(host).vsctl("add-port", "br-int", outer)
+    directory = Path(lab.host(host).dir) / "agent" / "ha_confs" / "r9"
+    conf = write_keepalived_conf(directory, HA_CONF)
+    await run(in_netns(ns, [
+        "keepalived", f"--use-file={conf}", f"--pid={directory / 'keepalived.pid'}",
+        f"--vrrp_pid={directory / 'keepalived-vrrp.pid'}", "--vrrp", "--no-syslog",
+    ]))
+
+
+def write_keepalived_conf(directory: Path, text: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "keepalived.conf").write_text(text)
+    return directory / "keepalived.conf"
+
+
+async def holds_vip(lab: Lab, host: str) -> bool:
+    shown = await lab.router_exec(host, "r9", ["ip", "-4", "-o", "addr", "show", "ha-r9"])
+    return "169.254.0.9/" in shown.stdout
+
+
+async def masters(lab: Lab, hosts: tuple[str, ...]) -> set[str]:
+    return {host for host in hosts if await holds_vip(lab, host)}
+
+
+async def wait_for_master(lab: Lab, host: str, time_limit: float = 15.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + time_limit
+    while not await holds_vip(lab, host):
+        if loop.time() > deadline:
+            raise AssertionError(f"{host} did not become master within {time_limit:g} s")
+        await asyncio.sleep(0.1)
+
+
+@pytest.mark.parametrize("how", ["agent", "link", "host"])
+@pytest.mark.lab
+async def test_each_failure_makes_the_standby_router_take_over(
+    lab_factory: LabFactory, how: str
+) -> None:
+    lab = await lab_factory.up(2, l3_hosts=2, agents=True,
+                               agent_command=(sys.executable, "-c",
+                                              "import signal; signal.pause()"))
+    await wire_by_hand(lab)
+    hosts = ("host1", "host2")
+    await ha_router(lab, "host1", 1)
+    await wait_for_master(lab, "host1")  # alone, it takes the VIP
+    await ha_router(lab, "host2", 2)
+    # the routers hear each other across the tunnel: host2 stays standby
+    ping = await lab.router_exec("host2", "r9", ["ping", "-c1", "-W2", "169.254.192.1"],
+                                 check=False)
+    assert ping.ok, ping.stdout
+    assert await masters(lab, hosts) == {"host1"}
+
+    await lab.fail_host("host1", how)
+    await wait_for_master(lab, "host2")
+    assert lab.failures().keys() == {"host1"}
