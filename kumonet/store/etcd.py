@@ -381,26 +381,32 @@ class EtcdStore:
                 return _Leader.FOUND
             timeout = min(PROBE_TIMEOUT, remaining)
 
-            async def probe(endpoint: _Endpoint) -> tuple[int, int]:
-                status = await endpoint.maintenance.Status(rpc.StatusRequest(), timeout=timeout)
-                return status.header.member_id, status.leader
+            async def probe(index: int) -> tuple[int, int, int]:
+                status = await self._endpoints[index].maintenance.Status(
+                    rpc.StatusRequest(), timeout=timeout
+                )
+                return index, status.header.member_id, status.leader
 
-            answers = await asyncio.gather(
-                *(probe(e) for e in self._endpoints), return_exceptions=True
-            )
+            # The first member to say it leads settles it; a hung member
+            # must not hold up the answer of the live ones.
+            probes = [asyncio.create_task(probe(i)) for i in range(len(self._endpoints))]
             reported: set[int] = set()
-            for index, answer in enumerate(answers):
-                if isinstance(answer, grpc.aio.AioRpcError):
-                    continue
-                if isinstance(answer, BaseException):
-                    raise answer
-                member_id, leader = answer
-                self._member_ids[index] = member_id
-                if leader and leader == member_id:
-                    self._current = index
-                    self._leader_known = True
-                    return _Leader.FOUND
-                reported.add(leader)
+            try:
+                for next_answer in asyncio.as_completed(probes):
+                    try:
+                        index, member_id, leader = await next_answer
+                    except grpc.aio.AioRpcError:
+                        continue
+                    self._member_ids[index] = member_id
+                    if leader and leader == member_id:
+                        self._current = index
+                        self._leader_known = True
+                        return _Leader.FOUND
+                    reported.add(leader)
+            finally:
+                for task in probes:
+                    task.cancel()
+                await asyncio.gather(*probes, return_exceptions=True)
             self._rotate()
             # A leader that none of our endpoints is: go through a follower.
             # A leader that is one of them but did not answer is dead (its

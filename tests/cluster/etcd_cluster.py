@@ -122,6 +122,17 @@ class EtcdCluster:
         """A crash (SIGKILL)."""
         self._signal(name, signal.SIGKILL)
 
+    def freeze(self, name: str) -> None:
+        """A hung member (SIGSTOP): its sockets stay open, nothing answers."""
+        process = self.member(name).process
+        if process is not None:
+            process.send_signal(signal.SIGSTOP)
+
+    def thaw(self, name: str) -> None:
+        process = self.member(name).process
+        if process is not None:
+            process.send_signal(signal.SIGCONT)
+
     def _signal(self, name: str, signum: signal.Signals) -> None:
         member = self.member(name)
         process = member.process

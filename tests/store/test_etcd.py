@@ -252,3 +252,36 @@ async def test_a_restarted_member_catches_up(cluster: EtcdCluster, store: EtcdSt
     assert len(caught_up.kvs) == 20
     (status,) = [m for m in await store.members() if m.name == victim]
     assert status.raft_state == "Follower" and status.healthy
+
+
+@pytest.mark.etcd
+async def test_a_hung_follower_neither_slows_nor_breaks_calls(
+    cluster: EtcdCluster, store: EtcdStore
+) -> None:
+    victim = next(m.name for m in cluster.members if m.name != cluster.leader())
+    cluster.freeze(victim)
+    try:
+        async with asyncio.timeout(HANG_GUARD):
+            revision = await store.put("/k", b"v")
+            kv = await store.get("/k")
+            states = {m.name: m.raft_state for m in await store.members()}
+    finally:
+        cluster.thaw(victim)
+    assert kv is not None and kv.mod_revision == revision
+    assert states[victim] == "unreachable"
+
+
+@pytest.mark.etcd
+async def test_a_hung_leader_is_left_behind(cluster: EtcdCluster, store: EtcdStore) -> None:
+    await store.put("/k", b"before")
+    leader = cluster.leader()
+    cluster.freeze(leader)
+    try:
+        # Writes to the hung leader time out (indeterminate) until the others
+        # elect a new one; then they land there.
+        await put_until_it_lands(store, "/k", b"after")
+        async with asyncio.timeout(HANG_GUARD):
+            kv = await store.get("/k")
+    finally:
+        cluster.thaw(leader)
+    assert kv is not None and kv.value == b"after"
