@@ -152,8 +152,9 @@ def jolokia_value(shard: ShardStatus, replica: ReplicaStatus, datastore: str) ->
 
 def _jolokia_error(request_echo: dict[str, Any], status: int, error_type: str,
                    detail: str) -> web.Response:  # fmt: skip
+    # As Jolokia does: the HTTP status is 200 and the error's status is in the
+    # body (its clients, e.g. telegraf's plugin, read it there).
     return web.json_response(
         {"request": request_echo, "error_type": error_type, "error": f"{error_type} : {detail}",
          "status": status, "timestamp": int(time.time())},
-        status=status,
     )  # fmt: skip
