@@ -111,8 +111,8 @@ on a reset, an end of stream, a wrong echo or a stall (``stall_limit``, also
 ``TCP_USER_TIMEOUT``). The outage is the longest gap without replies (start
 and stop count as edges) less one interval. By hand, in three terminals::
 
-    kumonet lab vm exec vm1 -- python3 -m kumonet.lab.echo serve 0.0.0.0 5301
-    kumonet lab external exec -- python3 -m kumonet.lab.echo talk FIP 5301   # ^C: JSON
+    kumonet lab vm exec vm1 -- .venv/bin/python -m kumonet.lab.echo serve 0.0.0.0 5301
+    kumonet lab external exec -- .venv/bin/python -m kumonet.lab.echo talk FIP 5301   # ^C: JSON
     kumonet lab external ping FIP --seconds 30 &  kumonet lab host fail host1 --how link
 
 Put the VMs of a failover test on a host that is not failed (a non-L3 host):
