@@ -26,7 +26,7 @@ def _crash_up_midway(prefix: str) -> None:
     kill -9 it and the `up` process itself: a crash at whatever step it was."""
     run_dir = DEFAULT_ROOT / prefix
     up = subprocess.Popen(
-        [sys.executable, "-m", "kumonet.cli.main", "lab", "up", "--hosts", "3",
+        [sys.executable, "-m", "kumonet.cli.main", "lab", "up", "--hosts", "3", "--l3-hosts", "2",
          "--prefix", prefix, "--no-agents", "--keep-on-failure"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
