@@ -14,9 +14,9 @@ Registrar = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], No
 
 
 def _registrars() -> list[Registrar]:
-    from kumonet.cli import cluster, lab
+    from kumonet.cli import cluster, lab, pipeline
 
-    return [lab.register, cluster.register]
+    return [lab.register, cluster.register, pipeline.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
