@@ -228,6 +228,9 @@ class Bench:
     tenant: Tenant
     net: Network
     anchors: dict[str, str] = field(default_factory=dict)  # host → anchor VM address
+    anchor_vms: dict[str, str] = field(default_factory=dict)  # address → lab VM name
+    anchor_macs: dict[str, str] = field(default_factory=dict)  # address → MAC
+    static_arp: bool = False
     counter: int = 0
 
     @property
@@ -282,7 +285,41 @@ class Bench:
                 ),
             )
             open_vm_socket(vm)
+        if self.static_arp:
+            await self.pin_neighbours(vms)
         return vms
+
+    async def pin_neighbours(self, vms: Sequence[BenchVm]) -> None:
+        """Static ARP both ways (new VM → its anchor, anchor → new VM): the
+        batch then measures flows alone, without ARP through the overlay."""
+        lab = self.cloud.lab
+        for vm in vms:
+            await run(
+                [
+                    "ip",
+                    "-n",
+                    vm.netns,
+                    "neigh",
+                    "replace",
+                    vm.target_ip,
+                    "lladdr",
+                    self.anchor_macs[vm.target_ip],
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ]
+            )
+        for address, name in self.anchor_vms.items():
+            mine = [vm for vm in vms if vm.target_ip == address]
+            if mine:
+                await run(
+                    ["ip", "-n", lab.vm(name).netns, "-batch", "-"],
+                    stdin="".join(
+                        f"neigh replace {vm.ip} lladdr {vm.mac} dev eth0 nud permanent\n"
+                        for vm in mine
+                    ),
+                )
 
     async def create_ports(self, vms: Sequence[BenchVm]) -> None:
         body = {
@@ -465,6 +502,8 @@ async def setup(cloud: Cloud) -> Bench:
     for host in cloud.hosts:
         vm = await tenant.boot(host, net, static=True)
         bench.anchors[host] = fixed_ip(vm)
+        bench.anchor_vms[fixed_ip(vm)] = vm.name
+        bench.anchor_macs[fixed_ip(vm)] = vm.mac
     for host, other in zip(cloud.hosts, cloud.hosts[1:] + cloud.hosts[:1], strict=True):
         name = next(n for n, v in cloud.lab.vms().items() if v.host == host)
         assert await cloud.lab.ping(name, bench.anchors[other], attempts=20), host
@@ -473,6 +512,7 @@ async def setup(cloud: Cloud) -> Bench:
 
 async def bench_all(cloud: Cloud, args: argparse.Namespace) -> list[BatchResult]:
     bench = await setup(cloud)
+    bench.static_arp = args.static_arp
     results = []
     for _ in range(args.runs):
         for k in args.batches:
@@ -490,6 +530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--ping-interval", type=float, default=0.2)
     parser.add_argument("--time-limit", type=float, default=60.0)
+    parser.add_argument(
+        "--static-arp",
+        action="store_true",
+        help="pin ARP entries both ways: flows alone, no ARP through the overlay",
+    )
     parser.add_argument("--keep-logs", type=Path, help="copy the lab's logs here")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:

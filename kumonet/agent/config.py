@@ -4,7 +4,7 @@ Neutron's own section and option names where they exist, so an operator's
 ``openvswitch_agent.ini`` fragments apply: ``[DEFAULT] host``,
 ``[ovs] integration_bridge, local_ip, bridge_mappings, datapath_type,
 ovsdb_connection``, ``[agent] tunnel_types, report_interval``; kumonet's own
-settings live in ``[kumonet]``.
+settings live in ``[kumonet]`` (``direct_arp_requests``, default true).
 """
 
 from __future__ import annotations
@@ -54,6 +54,10 @@ class AgentConfig:
     report_interval: float = DEFAULT_REPORT_INTERVAL
     dhcp: DhcpSettings = field(default_factory=DhcpSettings)
     state_path: Path | None = None
+    # Broadcast ARP requests for a known port's address go to that port only
+    # (not flooded to every VM of the network): what keeps a bring-up of
+    # hundreds of VMs from an ARP storm (bench/bringup_bench.py).
+    direct_arp_requests: bool = True
 
     def bridge_target(self, bridge: str) -> str:
         """The ``ovs-ofctl`` target of a bridge's service socket."""
@@ -102,6 +106,9 @@ class AgentConfig:
         if datapath_type not in ("netdev", "system"):
             raise ConfigError(f"[ovs] datapath_type {datapath_type!r} (netdev or system)")
         state_path = get("DEFAULT", "state_path")
+        direct_arp = (get("kumonet", "direct_arp_requests", "true") or "").strip().lower()
+        if direct_arp not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"[kumonet] direct_arp_requests: {direct_arp!r} (true or false)")
         return cls(
             host=get("DEFAULT", "host") or socket.gethostname(),
             server_urls=tuple(url.rstrip("/") for url in server_urls),
@@ -118,4 +125,5 @@ class AgentConfig:
                 domain=get("DEFAULT", "dns_domain", "openstacklocal") or "openstacklocal",
             ),
             state_path=Path(state_path) if state_path else None,
+            direct_arp_requests=direct_arp in ("true", "1", "yes"),
         )

@@ -248,6 +248,7 @@ class Agent:
             integration_bridge=config.integration_bridge,
             tunnel_types=config.tunnel_types,
             bridge_mappings=config.bridge_mappings,
+            direct_arp_requests=config.direct_arp_requests,
         )
 
     def current_intent(self, facts: HostFacts) -> Intent:

@@ -74,6 +74,7 @@ def host_facts(
     integration_bridge: str,
     tunnel_types: tuple[str, ...] = ("vxlan",),
     bridge_mappings: Mapping[str, str] | None = None,
+    direct_arp_requests: bool = False,
 ) -> HostFacts:
     """What the compiler needs to know about this host's OVS, from an OVSDB snapshot.
 
@@ -107,4 +108,5 @@ def host_facts(
         patch_ofports=patches,
         integration_bridge=integration_bridge,
         bridge_mappings=mappings,
+        direct_arp_requests=direct_arp_requests,
     )

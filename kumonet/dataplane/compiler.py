@@ -24,6 +24,7 @@ port and 3 per remote port):
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
@@ -181,6 +182,63 @@ def diff_flows(desired: Mapping[int, Flow], installed_cookies: Iterable[int]) ->
     )
 
 
+# ----------------------------------------------------------------- directed ARP
+
+BROADCAST = "ff:ff:ff:ff:ff:ff"
+
+
+@dataclass(frozen=True, slots=True)
+class _SharedAddresses:
+    """The addresses of a network that some port may claim through an allowed
+    address pair (a VIP moving between VMs): ARP requests for those keep
+    being flooded, since their owner can change without the intent saying so."""
+
+    exact: frozenset[str]
+    networks: tuple[ipaddress.IPv4Network, ...]
+    enabled: bool = True  # False: every ARP request is flooded
+
+    @classmethod
+    def of(cls, addresses: Iterable[str], enabled: bool = True) -> _SharedAddresses:
+        exact, networks = set(), []
+        for text in addresses:
+            if "/" in text:
+                with contextlib.suppress(ValueError):
+                    net = ipaddress.ip_network(text, strict=False)
+                    if isinstance(net, ipaddress.IPv4Network):
+                        networks.append(net)
+            else:
+                exact.add(text)
+        return cls(frozenset(exact), tuple(networks), enabled)
+
+    def owned_by(self, port: Port) -> tuple[str, ...]:
+        """The IPv4 fixed addresses ARP requests for which go straight to ``port``:
+        only ports with port security, which can answer for nothing else."""
+        if not self.enabled or not port.enforces_port_security:
+            return ()
+        owned = []
+        for fixed in port.fixed_ips:
+            address = fixed.ip_address
+            if ":" in address or address in self.exact:
+                continue
+            if self.networks and any(
+                ipaddress.IPv4Address(address) in net for net in self.networks
+            ):
+                continue
+            owned.append(address)
+        return tuple(owned)
+
+
+def _arp_requests_for(addresses: Iterable[str]) -> list[Match]:
+    """Broadcast ARP requests asking for one of ``addresses``. Sent to the
+    address's port alone instead of flooded: a bring-up of N VMs that all ARP
+    at once then costs N deliveries, not N² (every VM of the network woken by
+    every request), as OVN's and Neutron's ARP responders avoid it too."""
+    return [
+        {"dl_dst": BROADCAST, "dl_type": hex(ETH_ARP), "arp_op": 1, "arp_tpa": address}
+        for address in addresses
+    ]
+
+
 # ----------------------------------------------------------------- compiler
 
 
@@ -228,8 +286,13 @@ class PlanCompiler:
         networks = _realisable_networks(intent, facts, notes)
         local_by_net: dict[str, list[_LocalPort]] = {}
         remote_by_net: dict[str, list[Port]] = {}
+        paired: dict[str, set[str]] = {}  # network → addresses some port may take over
         for port in sorted(intent.ports.values(), key=lambda port: port.id):
             network = networks.get(port.network_id)
+            if network is not None and port.allowed_address_pairs:
+                paired.setdefault(port.network_id, set()).update(
+                    pair.ip_address for pair in port.allowed_address_pairs
+                )
             if network is None or not port.host:
                 continue
             if port.host == facts.host:
@@ -258,8 +321,12 @@ class PlanCompiler:
             locals_ = local_by_net[network_id]
             flood: set[int] = set()
             unknown: set[int] = set()
+            shared = _SharedAddresses.of(paired.get(network_id, ()), facts.direct_arp_requests)
             for local in locals_:
-                unit_flows.append(unit(("local", local), self._local_port_unit(local, key)))
+                owned = shared.owned_by(local.port)
+                unit_flows.append(
+                    unit(("local", local, owned), self._local_port_unit(local, key, owned))
+                )
             for port in remote_by_net.get(network_id, []):
                 where = (network.network_type, port.host)
                 if where in tunnel_of_host:
@@ -273,10 +340,11 @@ class PlanCompiler:
                     flood.add(tunnel_ofport)
                     if not port.enforces_port_security:
                         unknown.add(tunnel_ofport)
+                    owned = shared.owned_by(port)
                     unit_flows.append(
                         unit(
-                            ("remote", port, network, tunnel_ofport),
-                            self._remote_port_unit(port, network, key, tunnel_ofport),
+                            ("remote", port, network, tunnel_ofport, owned),
+                            self._remote_port_unit(port, network, key, tunnel_ofport, owned),
                         )
                     )
             view = _NetworkView(
@@ -465,7 +533,7 @@ class PlanCompiler:
 
         return build
 
-    def _local_port_unit(self, local: _LocalPort, key: int) -> _Builder:
+    def _local_port_unit(self, local: _LocalPort, key: int, arp_owned: tuple[str, ...]) -> _Builder:
         p = self._pipeline
 
         def build() -> tuple[Flow, ...]:
@@ -492,6 +560,12 @@ class PlanCompiler:
                         [*to_port, lookup.goto("ingress_ct")],
                     )
                 )
+            flows += [
+                lookup.flow(
+                    110, {NETWORK.field: hex(key), **match}, [*to_port, lookup.goto("ingress_ct")]
+                )
+                for match in _arp_requests_for(arp_owned)
+            ]
             if not port.enforces_port_security:
                 flows.append(classify.flow(90, untagged, [*enter, classify.goto("dhcp")]))
                 return tuple(flows)
@@ -543,7 +617,12 @@ class PlanCompiler:
         return build
 
     def _remote_port_unit(
-        self, port: Port, network: Network, key: int, tunnel_ofport: int
+        self,
+        port: Port,
+        network: Network,
+        key: int,
+        tunnel_ofport: int,
+        arp_owned: tuple[str, ...],
     ) -> _Builder:
         p = self._pipeline
 
@@ -553,15 +632,16 @@ class PlanCompiler:
                 SetField("tun_id", hex(network.segmentation_id or 0)),
                 Output(tunnel_ofport),
             ]
-            # Below local entries (priority 100): during a migration the local copy wins.
-            return tuple(
-                lookup.flow(
-                    90,
-                    {NETWORK.field: hex(key), ORIGIN.field: ORIGIN_LOCAL, "dl_dst": mac},
-                    to_tunnel,
-                )
-                for mac in port.macs()
-            )
+            from_local: Match = {NETWORK.field: hex(key), ORIGIN.field: ORIGIN_LOCAL}
+            # Below local entries (priority 100/110): during a migration the local copy wins.
+            flows = [
+                lookup.flow(90, {**from_local, "dl_dst": mac}, to_tunnel) for mac in port.macs()
+            ]
+            flows += [
+                lookup.flow(95, {**from_local, **match}, to_tunnel)
+                for match in _arp_requests_for(arp_owned)
+            ]
+            return tuple(flows)
 
         return build
 

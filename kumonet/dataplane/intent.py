@@ -212,6 +212,9 @@ class HostFacts:
     patch_ofports: Mapping[str, int] = field(default_factory=dict)  # physnet → br-int ofport
     integration_bridge: str = "br-int"
     bridge_mappings: Mapping[str, str] = field(default_factory=dict)  # physnet → bridge
+    # A setting rather than a fact: broadcast ARP requests for a known port's
+    # address go to that port alone instead of being flooded (compiler.py).
+    direct_arp_requests: bool = False
 
 
 def tunnel_port_name(tunnel_type: str, remote_ip: str) -> str:

@@ -344,8 +344,9 @@ KUMONET_TABLES = (
     TableSpec(
         "l2_lookup",
         "destination MAC → local port (reg7), remote port's tunnel (tun_id), "
-        "provider patch (VLAN); flooding of broadcast, multicast and unknown unicast",
-        matches=frozenset({NETWORK.field, ORIGIN.field, "dl_dst"}),
+        "provider patch (VLAN); broadcast ARP requests for a known port's address "
+        "straight to that port; flooding of broadcast, multicast and unknown unicast",
+        matches=frozenset({NETWORK.field, ORIGIN.field, "dl_dst", "dl_type", "arp_op", "arp_tpa"}),
         next_tables=("ingress_ct",),
         writes=frozenset({OUT_PORT.field, ACL.field, "tun_id"}),
         may_output=True,
