@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kumonet.cluster.availability import StaleReadStore
+from kumonet.cluster.settlement import SettlingStore
 from kumonet.cluster.shards import ShardedStore, ShardMap, ShardSpec
 from kumonet.store.contract import MemberStatus, Store, StoreError
 from kumonet.store.trees import SHARDS
@@ -194,7 +195,8 @@ async def _members(store: Store) -> Sequence[MemberStatus] | StoreError:
 async def collect_status(store: Store) -> ClusterStatus:
     """The status of every shard. A :class:`ShardedStore` reports each
     shard's store; any other store holds every shard."""
-    if isinstance(store, StaleReadStore):
+    # The server's wrappers add behaviour, not members: look through them.
+    while isinstance(store, (StaleReadStore, SettlingStore)):
         store = store.store
     if isinstance(store, ShardedStore):
         shard_map = store.shard_map
