@@ -20,6 +20,7 @@ from kumonet.api.neutron.resource import (
     base_url,
     json_response,
 )
+from kumonet.cluster.availability import stale_reads_middleware, unavailable_answer
 from kumonet.model.errors import NeutronError
 from kumonet.store.contract import StoreUnavailable
 
@@ -50,13 +51,47 @@ async def neutron_errors(request: web.Request, handler: Handler) -> web.StreamRe
                               error.reason if error.status != 404 else
                               "The resource could not be found.")
     except StoreUnavailable as error:
-        log.warning("store unavailable: %s", error)
-        return error_response(503, "ServiceUnavailable", "The store is unavailable; retry.")
+        return _unavailable(request, error)
+    except ExceptionGroup as group:
+        # Concurrent steps (task groups) fail together: an unreachable store
+        # is still a 503, never a 500.
+        unavailable, other = group.split(StoreUnavailable)
+        if unavailable is None or other is not None:
+            log.exception("request failed: %s %s", request.method, request.path)
+            return _internal_error()
+        return _unavailable(request, _first_unavailable(unavailable))
     except Exception:
         log.exception("request failed: %s %s", request.method, request.path)
-        return error_response(500, "HTTPInternalServerError",
-                              "Request Failed: internal server error while processing your "
-                              "request.")
+        return _internal_error()
+
+
+def _internal_error() -> web.Response:
+    return error_response(500, "HTTPInternalServerError",
+                          "Request Failed: internal server error while processing your "
+                          "request.")
+
+
+def _first_unavailable(group: ExceptionGroup[StoreUnavailable]) -> StoreUnavailable:
+    errors: list[StoreUnavailable] = []
+
+    def collect(inner: ExceptionGroup[StoreUnavailable]) -> None:
+        for error in inner.exceptions:
+            if isinstance(error, ExceptionGroup):
+                collect(error)
+            else:
+                errors.append(error)
+
+    collect(group)
+    # Any maybe-applied step makes the whole request maybe-applied.
+    return next((e for e in errors if e.indeterminate), errors[0])
+
+
+def _unavailable(request: web.Request, error: StoreUnavailable) -> web.Response:
+    log.warning("store unavailable (%s %s): %s", request.method, request.path, error)
+    answer = unavailable_answer(error, request.method)
+    response = json_response(answer.body, status=answer.status)
+    response.headers.update(answer.headers)
+    return response
 
 
 def identity_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[
@@ -110,8 +145,11 @@ class ApiParts:
 def build_app(parts: ApiParts, *, authenticator: Authenticator,
               max_body_size: int = 114688) -> web.Application:
     """The whole API: each resource logic gets the generic routes."""
+    # Stale reads are marked inside the error handling: a GET that could be
+    # served only stale carries the header, one that could not is a 503.
     app = web.Application(client_max_size=max_body_size,
-                          middlewares=[neutron_errors, identity_middleware(authenticator)])
+                          middlewares=[neutron_errors, stale_reads_middleware,
+                                       identity_middleware(authenticator)])
     VersionsController(parts.resources).add_routes(app)
     ExtensionsController(parts.extensions).add_routes(app)
     for provider in parts.routes:
