@@ -52,6 +52,9 @@ log = logging.getLogger(__name__)
 DEFAULT_BUFFER_EVENTS = 20000
 # Revisions of history a feed replays when it starts.
 DEFAULT_BACKFILL_REVISIONS = 10000
+# Between attempts to re-create a store watch that failed for lack of quorum
+# (each attempt is itself bounded by the store's call timeout).
+RESUME_PAUSE_SECONDS = 0.2
 # A key is shown to agents when this holds (bookkeeping keys are not).
 KeyFilter = Callable[[str], bool]
 
@@ -142,6 +145,8 @@ class ChangeFeed:
         self._view: dict[str, bytes] = {}
         self._view_base = 0
         self._changed = asyncio.Event()
+        # The store watch failed and is being re-created (majority lost).
+        self.degraded = False
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._failure: BaseException | None = None
@@ -187,7 +192,7 @@ class ChangeFeed:
                     first = max(1, state.revision + 1 - self.backfill)
                 self._reset(first, state.kvs, state.revision)
                 try:
-                    await self._follow(first)
+                    await self._follow_through_outages(first)
                 except CompactedError as error:
                     # The store forgot part of what we had not read yet: start
                     # over from what it still has; waiters behind get FeedGone.
@@ -219,10 +224,31 @@ class ChangeFeed:
         self._ready.set()
         self._wake()
 
+    async def _follow_through_outages(self, start: int) -> None:
+        """Follow from ``start``; when the store cluster is away (majority
+        lost), keep the buffer and resume from the last revision + 1 once it
+        is back. Meanwhile long polls end empty at the revision reached (no
+        change is known, and none can be made without a majority)."""
+        next_revision = start
+        while True:
+            try:
+                await self._follow(next_revision)
+                return
+            except StoreUnavailable as error:
+                if not self.degraded:
+                    log.warning("change feed %s waits for the store: %s", self.prefix, error)
+                self.degraded = True
+            next_revision = self.revision + 1
+            await asyncio.sleep(RESUME_PAUSE_SECONDS)
+
     async def _follow(self, start: int) -> None:
         watch = self.store.watch(self.prefix, start)
         try:
             async for event in watch:
+                if self.degraded:
+                    log.info("change feed %s resumed at revision %d", self.prefix,
+                             event.kv.mod_revision)
+                    self.degraded = False
                 self._append(event)
         finally:
             await watch.aclose()  # type: ignore[attr-defined]
