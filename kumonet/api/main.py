@@ -41,7 +41,10 @@ from kumonet.api.neutron.security_groups import (
     SecurityGroups,
 )
 from kumonet.api.neutron.subnets import Subnets
+from kumonet.cluster.availability import StaleReadStore
 from kumonet.cluster.http import ClusterStatusRoutes
+from kumonet.cluster.settlement import SettlingStore
+from kumonet.cluster.shards import ShardedStore, ShardMap
 from kumonet.store.contract import Store, StoreError
 
 log = logging.getLogger("kumonet.server")
@@ -103,8 +106,12 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="kumonet Neutron v2.0 API server")
     parser.add_argument("--listen", type=parse_listen, default=("127.0.0.1", 9696),
                         metavar="HOST:PORT", help="address to serve on (127.0.0.1:9696)")
-    parser.add_argument("--store", default="sqlite:///kumonet.db",
-                        help="store URL (sqlite:///kumonet.db in the current directory)")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--store", default="sqlite:///kumonet.db",
+                        help="store URL: sqlite:///kumonet.db (the default, in the current "
+                             "directory) or etcd://H1:P1,H2:P2,H3:P3 (cluster mode)")
+    source.add_argument("--shards", default=None, metavar="FILE",
+                        help="shards file (etc/shards.conf): each subtree on its own store")
     parser.add_argument("--auth", choices=("noauth", "keystone"), default="noauth")
     parser.add_argument("--config", default=None, metavar="FILE",
                         help="INI file with Neutron's section and option names")
@@ -112,12 +119,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def serve(args: argparse.Namespace) -> None:
+async def open_cluster_store(url: str | None, shards: str | None) -> Store:
+    """The server's store: one store URL or a shards file, wrapped so that
+    GETs go on (flagged stale) without a majority and writes whose outcome
+    a dying member left unknown are settled before they are answered."""
     from kumonet.store.url import open_store
 
+    if shards is not None:
+        store: Store = await ShardedStore.open(ShardMap.load(shards))
+    else:
+        store = await open_store(url or "sqlite:///kumonet.db")
+    return SettlingStore(StaleReadStore(store))
+
+
+async def serve(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     authenticator = make_authenticator(args.auth, config)
-    store = await open_store(args.store)
+    store = await open_cluster_store(args.store, args.shards)
     try:
         app = make_app(store, config, authenticator)
         runner = web.AppRunner(app, access_log=None)
@@ -125,7 +143,8 @@ async def serve(args: argparse.Namespace) -> None:
         host, port = args.listen
         site = web.TCPSite(runner, host, port, reuse_address=True)
         await site.start()
-        log.info("kumonet-server listening on %s:%d, store %s", host, port, args.store)
+        log.info("kumonet-server listening on %s:%d, store %s", host, port,
+                 f"shards {args.shards}" if args.shards else args.store)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
