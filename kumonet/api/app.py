@@ -20,6 +20,7 @@ from kumonet.api.neutron.resource import (
     base_url,
     json_response,
 )
+from kumonet.api.restconf import SELF_AUTHENTICATED_PREFIXES
 from kumonet.cluster.availability import stale_reads_middleware, unavailable_answer
 from kumonet.model.errors import NeutronError
 from kumonet.store.contract import StoreUnavailable
@@ -98,7 +99,9 @@ def identity_middleware(authenticator: Authenticator) -> Callable[..., Awaitable
         web.StreamResponse]]:
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if request.path != "/":
+        # "/" is the versions document; OpenDaylight's faces check ODL's
+        # basic auth themselves (kumonet.api.restconf.BasicAuth).
+        if request.path != "/" and not request.path.startswith(SELF_AUTHENTICATED_PREFIXES):
             request[IDENTITY_KEY] = await authenticator.identify(request)
         return await handler(request)
 

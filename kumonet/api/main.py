@@ -41,6 +41,19 @@ from kumonet.api.neutron.security_groups import (
     SecurityGroups,
 )
 from kumonet.api.neutron.subnets import Subnets
+from kumonet.api.odl import OdlNorthbound
+from kumonet.api.restconf import (
+    BasicAuth,
+    RestconfView,
+    YangList,
+    floatingip_item,
+    network_item,
+    port_item,
+    router_item,
+    security_group_item,
+    security_rule_item,
+    subnet_item,
+)
 from kumonet.cluster.availability import StaleReadStore
 from kumonet.cluster.http import ClusterStatusRoutes
 from kumonet.cluster.settlement import SettlingStore
@@ -51,7 +64,8 @@ log = logging.getLogger("kumonet.server")
 
 
 def build_api(context: ApiContext,
-              rescheduler: ReschedulerSettings | None = None) -> ApiParts:
+              rescheduler: ReschedulerSettings | None = None,
+              northbound_auth: BasicAuth | None = None) -> ApiParts:
     """Every resource the server serves, the extensions they make real, and
     extra routes (member actions such as ``add_router_interface``).
 
@@ -71,14 +85,30 @@ def build_api(context: ApiContext,
     agents = Agents(context.store, hosts)
     rescheduling = ReschedulerService(L3Rescheduler(scheduler,
                                                     rescheduler or ReschedulerSettings()))
+    rules = SecurityGroupRules(context, security_groups)
+    # OpenDaylight's faces: the RESTCONF view of the config tree and the
+    # northbound networking-odl posts to (basic auth, as ODL).
+    odl_auth = northbound_auth or BasicAuth()
+    restconf = RestconfView([
+        YangList("networks", "network", networks.repository, network_item),
+        YangList("subnets", "subnet", subnets.repository, subnet_item),
+        YangList("ports", "port", ports.repository, port_item),
+        YangList("routers", "router", routers.repository, router_item),
+        YangList("floatingips", "floatingip", floatingips.repository, floatingip_item),
+        YangList("security-groups", "security-group", security_groups.repository,
+                 security_group_item),
+        YangList("security-rules", "security-rule", rules.repository, security_rule_item),
+    ], odl_auth)
+    northbound = OdlNorthbound([networks, subnets, ports, routers, floatingips,
+                                security_groups, rules], hosts, odl_auth)
     return ApiParts(resources=[networks, subnets, ports, agents, security_groups,
-                               SecurityGroupRules(context, security_groups), routers,
-                               floatingips],
+                               rules, routers, floatingips],
                     extensions=[*CORE_EXTENSIONS, *AGENT_EXTENSIONS,
                                 *SECURITY_GROUP_EXTENSIONS, *ROUTER_EXTENSIONS],
                     routes=[L3Scheduling(context.store, agents, scheduler),
                             AgentSync(context, hosts, ports), routers,
-                            ClusterStatusRoutes(context.store), rescheduling])
+                            ClusterStatusRoutes(context.store), rescheduling, restconf,
+                            northbound])
 
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
@@ -90,7 +120,11 @@ def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
 def make_app(store: Store, config: ServerConfig, authenticator: Authenticator, *,
              rescheduler: ReschedulerSettings | None = None) -> web.Application:
     context = ApiContext(store=store, config=config)
-    return build_app(build_api(context, rescheduler), authenticator=authenticator,
+    # Under keystone the ODL faces want ODL's credentials; under noauth
+    # they take any caller, as the Neutron API does.
+    northbound_auth = BasicAuth(required=not isinstance(authenticator, NoAuth))
+    return build_app(build_api(context, rescheduler, northbound_auth),
+                     authenticator=authenticator,
                      max_body_size=config.max_request_body_size)
 
 
