@@ -191,6 +191,26 @@ async def bench(url: str, creates: int) -> None:
         await store.close()
 
 
+def disk_fsync_ms(directory: str, samples: int = 200) -> tuple[float, float]:
+    """p50 and p99 of a 4 KiB write + fsync in ``directory``: the floor under
+    any durable commit's latency, printed so that a slow disk (or a disk
+    shared with a busy neighbour) is not mistaken for a slow store."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    times: list[float] = []
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 4096)
+            started = time.perf_counter()
+            os.fsync(fd)
+            times.append(time.perf_counter() - started)
+            time.sleep(0.002)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    return statistics.median(times) * 1000, percentile(times, 0.99) * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--creates", type=int, default=2000, help="creates per run")
@@ -199,6 +219,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="kumonet-store-bench-") as tmp:
         url = args.url or f"sqlite:///{os.path.abspath(tmp)}/store.db"
+        p50, p99 = disk_fsync_ms(tmp)
+        print(f"disk:    fsync p50 {p50:.2f} ms, p99 {p99:.2f} ms (4 KiB, in {tmp})")
         asyncio.run(bench(url, args.creates))
 
 
