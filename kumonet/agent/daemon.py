@@ -63,6 +63,7 @@ class Agent:
         )
         self._installed: dict[str, dict[int, int]] = {}  # bridge → cookie → count
         self._dirty = asyncio.Event()
+        self._report_due = asyncio.Event()
         self._loaded = {"config": asyncio.Event(), "hosts": asyncio.Event()}
         self._facts = HostFacts(host=config.host)
         self._intent = Intent()
@@ -124,6 +125,7 @@ class Agent:
                 )
                 tasks.create_task(self._ovsdb_events(), name="ovsdb events")
                 tasks.create_task(self._reconcile_loop(), name="reconcile")
+                tasks.create_task(self._report_loop(), name="port status")
                 tasks.create_task(self._switch_restarts(), name="switch restarts")
         finally:
             await self.channel.stop()
@@ -299,7 +301,8 @@ class Agent:
         if port_plan.remove:
             await self.ovsdb.apply_port_plan(PortPlan(remove=port_plan.remove))
         self._facts, self._intent = facts, intent
-        await self._report_ports(facts)
+        # Reported by its own task: the next pass never waits for the servers.
+        self._report_due.set()
         return plan
 
     def _port_plan(self, plan: HostPlan) -> PortPlan:
@@ -316,6 +319,12 @@ class Agent:
             update=tunnels.update + patches.update,
             remove=tunnels.remove + patches.remove,
         )
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report_due.wait()
+            self._report_due.clear()
+            await self._report_ports(self._facts)
 
     async def _report_ports(self, facts: HostFacts) -> None:
         host = self.config.host
@@ -345,7 +354,8 @@ class Agent:
                 LOG.warning("port status report failed, will retry: %s", error)
                 for report in reports:
                     self._reported.pop(report.port_id, None)
-                self._dirty.set()
+                await asyncio.sleep(RETRY_DELAY)
+                self._report_due.set()
 
     # -- DHCP -----------------------------------------------------------------
 
