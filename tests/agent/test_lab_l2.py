@@ -9,13 +9,16 @@ retry: the first packet towards a new tunnel endpoint is lost (DESIGN.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from kumonet.lab.command import in_netns
 from kumonet.lab.dhclient import DhcpLease
 from kumonet.lab.state import VmRecord
 from tests.cloud import Cloud, Network, Tenant, UdpSink, eventually, fixed_ip, send_udp
@@ -364,3 +367,62 @@ async def test_agents_listed_alive_and_dead_ports_active_and_down(
     finally:
         await cloud.start_agent("host3")
         await cloud.wait_agents(["host3"])
+
+
+# Prints the target address of every ARP request the VM's eth0 receives.
+_ARP_SNIFFER = """
+import socket
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0806))
+s.bind(("eth0", 0))
+print("ready", flush=True)
+while True:
+    frame = s.recv(2048)
+    if frame[20:22] == b"\\x00\\x01":
+        print(socket.inet_ntoa(frame[38:42]), flush=True)
+"""
+
+
+async def test_arp_requests_for_a_port_reach_it_alone_others_flood(
+    cloud: Cloud,
+    tenant: Tenant,
+) -> None:
+    """The agent's default ``direct_arp_requests``: a VM asking for another
+    port's address does not wake every VM of the network."""
+    lab = cloud.lab
+    net = await tenant.network("10.69.0.0/24")
+    a = await tenant.boot("host1", net, static=True)
+    b = await tenant.boot("host2", net, static=True)
+    c = await tenant.boot("host2", net, static=True)
+    proc = await asyncio.create_subprocess_exec(
+        *in_netns(c.netns, [sys.executable, "-c", _ARP_SNIFFER]),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    seen: list[str] = []
+
+    async def read() -> None:
+        assert proc.stdout is not None
+        assert (await asyncio.wait_for(proc.stdout.readline(), 10)).strip() == b"ready"
+        ready.set()
+        async for raw in proc.stdout:
+            seen.append(raw.decode().strip())
+
+    ready = asyncio.Event()
+    reader = asyncio.create_task(read())
+    try:
+        await asyncio.wait_for(ready.wait(), 10)
+        assert await lab.ping(a.name, fixed_ip(b), attempts=20)  # a ARPs for b
+        # control: a request for an address no port has is flooded, c sees it
+        assert not await lab.ping(a.name, "10.69.0.99", attempts=1)
+
+        async def flooded_seen() -> bool:
+            return "10.69.0.99" in seen
+
+        await eventually(flooded_seen, "c seeing the flooded ARP request")
+        assert fixed_ip(b) not in seen, seen
+    finally:
+        proc.kill()
+        await proc.wait()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
