@@ -117,18 +117,26 @@ class Servers:
 
 
 @contextmanager
-def running_servers(store_url: str, count: int = 3, *,
+def running_servers(store_url: str | None, count: int = 3, *, shards: str | None = None,
                     prefix: str = "kumonet-servers-") -> Iterator[Servers]:
-    """``count`` servers over ``store_url`` (an etcd cluster's URL), up and
-    answering; killed and their files removed afterwards."""
+    """``count`` servers over ``store_url`` (an etcd cluster's URL) or a
+    shards file's text, up and answering; killed and their files removed
+    afterwards."""
     base = Path(tempfile.mkdtemp(prefix=prefix))
     ini = base / "kumonet.ini"
     ini.write_text(SERVER_INI)
+    if shards is not None:
+        shards_file = base / "shards.conf"
+        shards_file.write_text(shards)
+        source = ["--shards", str(shards_file)]
+    else:
+        assert store_url is not None
+        source = ["--store", store_url]
     members = []
     for i in range(1, count + 1):
         port = free_port()
         command = [sys.executable, "-m", "kumonet.api.main", "--listen", f"127.0.0.1:{port}",
-                   "--store", store_url, "--config", str(ini), "--log-level", "WARNING"]
+                   *source, "--config", str(ini), "--log-level", "WARNING"]
         members.append(Server(f"server-{i}", port, base / f"server-{i}.log", command))
     servers = Servers(members, base)
     try:
@@ -201,14 +209,16 @@ class HAProxy:
 def haproxy_config(shipped: str, port: int, backends: list[tuple[str, int]]) -> str:
     """The shipped example (``etc/haproxy.cfg``) with loopback addresses: the
     frontend on ``port``, one ``server`` line per backend, no syslog."""
-    lines = []
+    lines: list[str] = []
     servers_written = False
     for line in shipped.splitlines():
         stripped = line.strip()
         if stripped.startswith("log "):
             continue
         if stripped.startswith("bind "):
-            lines.append(f"    bind 127.0.0.1:{port}")
+            # One loopback port for the test: the first bind, the others dropped.
+            if not any(line.strip().startswith("bind ") for line in lines):
+                lines.append(f"    bind 127.0.0.1:{port}")
             continue
         if re.match(r"^server\s", stripped):
             if servers_written:

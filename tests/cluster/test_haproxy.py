@@ -18,7 +18,7 @@ from tests.cluster.servers import (
 def test_shipped_config_is_adapted_to_loopback() -> None:
     shipped = (REPO / "etc" / "haproxy.cfg").read_text()
     config = haproxy_config(shipped, 19696, [("a", 1), ("b", 2)])
-    assert "bind 127.0.0.1:19696" in config
+    assert "bind 127.0.0.1:19696" in config and config.count("bind ") == 1
     assert "server a 127.0.0.1:1 check" in config and "server b 127.0.0.1:2 check" in config
     assert "balance roundrobin" in config and "option httpchk GET /" in config
     assert "192.0.2." not in config
