@@ -194,9 +194,18 @@ def test_majority_loss_suspends_writes_and_recovers() -> None:
         assert read.status == 200, read
         assert read.headers.get("X-Kumonet-Stale") == "true"
         assert [p["id"] for p in read.body["ports"]] == [before.body["port"]["id"]]
-        # An agent's long poll during the outage ends empty, not in an error.
+        # An agent's long poll during the outage ends empty, not in an error;
+        # its writes are 503s, never 500s.
         during = long_poll(clients[1], feed_revision + 1, 1)
         assert during["events"] == []
+        register = clients[0].call("PUT", "/v1/agent/hosts/compute9", {
+            "host": "compute9", "agent_types": ["Open vSwitch agent"],
+            "tunnel_ip": "192.0.2.19", "tunnel_types": ["vxlan"]})
+        assert register.status == 503, register
+        port_status = clients[2].call(
+            "PUT", f"/v1/agent/ports/{before.body['port']['id']}/status",
+            {"status": "ACTIVE", "host": "compute9"})
+        assert port_status.status == 503, port_status
 
         for name in stopped:
             etcd.start(name)
