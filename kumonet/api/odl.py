@@ -19,7 +19,9 @@ security-group-rules. What the driver's bodies need:
   (``status``, ``created_at``, ``revision_number``...): a create keeps only
   what a create may set, an update only what changed and may be updated;
 * ``binding:profile`` may come as a JSON string; ``security_groups`` as
-  ``[{"id": ...}]``;
+  ``[{"id": ...}]``; MACs upper-cased (stored lower-cased, as Neutron);
+  updates without the attributes its filters strip (``id``,
+  ``tenant_id``, ``network_id``, ``fixed_ips``...);
 * the journal re-sends an entry whose answer it did not get (a timeout, a
   503): a create of an id that exists answers the stored object (201), a
   delete of an absent id 404, which networking-odl counts as done;

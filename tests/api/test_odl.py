@@ -92,8 +92,9 @@ async def test_networking_odl_replay(api: Api) -> None:
         "project_id": TENANT, "description": "", "revision_number": 0}})
     assert status == 201, body
 
+    # networking-odl upper-cases MACs (an old ODL bug's workaround).
     port = neutron_port(port_id, net_id, subnet_id, group_id, "10.0.0.37",
-                        "fa:16:3e:12:34:56")
+                        "FA:16:3E:12:34:56")
     status, body = await odl(api, "POST", "/ports", {"port": port})
     assert status == 201, body
     stored = body["port"]
