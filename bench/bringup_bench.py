@@ -38,6 +38,7 @@ import os
 import secrets
 import select
 import socket
+import statistics
 import struct
 import sys
 import threading
@@ -474,7 +475,8 @@ TARGET = {1: "≤ 0.05 s", 50: "≤ 0.21 s", 200: "≤ 0.75–1.3 s", 500: "(non
 
 def report(result: BatchResult) -> None:
     k = result.k
-    print(f"\nK = {k} new ports over {len(result.hosts_of)} hosts", flush=True)
+    load = Path("/proc/loadavg").read_text().split()[0]
+    print(f"\nK = {k} new ports over {len(result.hosts_of)} hosts (load {load})", flush=True)
     line("bulk POST answered", f"{result.api_s:.3f} s")
     line("taps plugged (ovs-vsctl per host)", f"{result.bind_s:.3f} s")
     done = ", ".join(f"{h} {t:.3f}" for h, t in sorted(result.flows_done.items()))
@@ -549,7 +551,32 @@ async def bench_all(cloud: Cloud, args: argparse.Namespace) -> list[BatchResult]
             )
             report(result)
             results.append(result)
+    if args.runs > 1:
+        summary(results)
     return results
+
+
+def summary(results: Sequence[BatchResult]) -> None:
+    """Medians over the runs (the machine is shared: single runs are noisy)."""
+    print(f"\nmedian (min–max) over {len(results) // len({r.k for r in results})} runs", flush=True)
+    for k in sorted({r.k for r in results}):
+        mine = [r for r in results if r.k == k]
+
+        def spread(values: list[float]) -> str:
+            return f"{statistics.median(values):.3f} ({min(values):.3f}–{max(values):.3f}) s"
+
+        print(f"K = {k}", flush=True)
+        line("bulk POST answered", spread([r.api_s for r in mine]))
+        line(
+            "flows complete on every host",
+            spread([max(r.flows_done.values()) for r in mine]),
+            TARGET.get(k, ""),
+        )
+        line(
+            "all pingable (max)",
+            spread([max(r.pings) if r.pings else float("inf") for r in mine]),
+            f"{TARGET.get(k, '')} (OVN {OVN.get(k, ('?', '?'))[1]} s)",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
