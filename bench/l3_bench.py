@@ -41,6 +41,7 @@ from kumonet.l3.plan import RouterPlan
 from kumonet.l3.router import L3Host
 from tests.l3.failover import PingTrain, TcpServer, TcpTalk
 from tests.l3.netlab import (
+    EXTERNAL_IP,
     FLOATING_IP,
     VM_IP,
     NetLab,
@@ -120,12 +121,16 @@ async def failover_runs(
     callbacks: list[float] = []
     tcp_gaps: list[float] = []
     tcp_survived = 0
+    snat_survived = 0
     ext, vm = lab.ns("ext"), lab.ns("vm")
     for run in range(runs):
         master = next(n for n in nodes if n.state is ACTIVE)
         backup = next(n for n in nodes if n is not master)
         server = TcpServer(vm, VM_IP, port + run)
+        # A second connection from a VM without a floating IP, through SNAT (stateful).
+        snat_server = TcpServer(ext, EXTERNAL_IP, port + 50 + run)
         try:
+            snat_talk = TcpTalk(lab.ns("vm2"), EXTERNAL_IP, port + 50 + run, seconds=4)
             talk = TcpTalk(ext, FLOATING_IP, port + run, seconds=4)
             train = PingTrain(ext, FLOATING_IP, seconds=4)
             await asyncio.sleep(1.2)
@@ -138,16 +143,21 @@ async def failover_runs(
             took_over = await backup.wait_for(ACTIVE, failed_at)
             pings = await asyncio.to_thread(train.result)
             tcp = await asyncio.to_thread(talk.result)
+            snat = await asyncio.to_thread(snat_talk.result)
         finally:
             server.stop()
+            snat_server.stop()
         outages.append(pings.outage_ms)
         callbacks.append((took_over - failed_at) * 1000)
         tcp_gaps.append(tcp.max_gap_ms)
         tcp_survived += tcp.error is None
+        snat_survived += snat.error is None
         print(
             f"  {how} run {run + 1}: {master.name} → {backup.name}: outage {pings.outage_ms:.0f} ms"
-            f" ({pings.lost} lost), callback {callbacks[-1]:.0f} ms,"
-            f" TCP gap {tcp.max_gap_ms:.0f} ms{'' if tcp.error is None else ' BROKEN'}",
+            f" ({pings.lost} lost: {pings.missing or '-'}), callback {callbacks[-1]:.0f} ms,"
+            f" TCP gap {tcp.max_gap_ms:.0f} ms{'' if tcp.error is None else ' BROKEN'},"
+            f" SNAT TCP gap {snat.max_gap_ms:.0f} ms"
+            f"{'' if snat.error is None else ' BROKEN: ' + snat.error}",
             flush=True,
         )
         recovered_at = time.monotonic()
@@ -175,6 +185,11 @@ async def failover_runs(
         f"failover ({how}) TCP via FIP survived, longest gap",
         f"{tcp_survived}/{runs}, {max(tcp_gaps):.0f} ms",
         f"{runs}/{runs}",
+    )
+    line(
+        f"failover ({how}) TCP via SNAT (stateful) survived",
+        f"{snat_survived}/{runs}",
+        "- (no conntrackd: see the report)",
     )
 
 

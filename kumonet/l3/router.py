@@ -47,6 +47,10 @@ from kumonet.l3.plan import (
 
 logger = logging.getLogger(__name__)
 
+#: How long an apply waits for keepalived to add reloaded addresses before
+#: announcing those it has (the rest are announced by keepalived's refresh).
+VIP_WAIT = 1.0
+
 
 @dataclass(frozen=True, slots=True)
 class ApplyReport:
@@ -214,10 +218,15 @@ class L3Host:
         action: KeepalivedAction | None = None
         if keepalived is not None and plan.keepalived_conf is not None:
             self.watcher.add(plan.router_id, keepalived.files)
+            before = await ns.addresses() if keepalived.running else set()
             action = await keepalived.ensure(plan.keepalived_conf)
             pid = keepalived.pid
             if pid is not None and self._monitor is not None:
                 self._monitor.watch(plan.router_id, pid)
+            if action is KeepalivedAction.RELOADED and self.ha_state(plan.router_id) is (
+                RouterHAState.ACTIVE
+            ):
+                await self._announce_new_vips(plan, ns, set(plan.virtual_addresses) - before)
         else:
             # A router that stopped being HA keeps no keepalived.
             await self._stop_keepalived(plan.router_id)
@@ -242,6 +251,27 @@ class L3Host:
             )
         for device, ips in sorted(by_device.items()):
             await announce(plan.namespace, device, macs[device], ips)
+
+    async def _announce_new_vips(
+        self, plan: RouterPlan, ns: RouterNamespace, new: set[Address]
+    ) -> None:
+        """Announce addresses a reload gave the master (a floating IP associated).
+
+        keepalived adds them after SIGHUP on its own time and does not announce
+        them until the next refresh; upstream neighbours that had given up on the
+        address (a disassociated floating IP) would wait for their own retry.
+        """
+        if not new:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + VIP_WAIT
+        present: set[Address] = set()
+        while loop.time() < deadline:
+            present = new & await ns.addresses()
+            if present == new:
+                break
+            await asyncio.sleep(0.01)
+        await self._announce(plan, present)
 
     def _nft_record(self, router_id: str) -> Path:
         return self.settings.router_dir(router_id) / "nftables.conf"

@@ -3,10 +3,12 @@ through the floating IP, started in the background and read back afterwards."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ class PingResult:
     sent: int
     answered: frozenset[int]
     reply_times: tuple[float, ...]  # arrival of each reply (ping -D), in order
+    started: float  # wall clock when the first ping was sent
 
     @property
     def lost(self) -> int:
@@ -30,10 +33,24 @@ class PingResult:
     def outage_ms(self) -> float:
         """The longest time without a reply, less one interval (0 when none was
         missed): counts delayed replies too, not only lost ones."""
-        gaps = [b - a for a, b in zip(self.reply_times, self.reply_times[1:], strict=False)]
-        if not gaps:
+        if not self.reply_times:
             return float("inf")
+        # Silence at the start or the end counts too.
+        edges = (self.started, *self.reply_times, self.started + self.sent * PING_INTERVAL)
+        gaps = [b - a for a, b in itertools.pairwise(edges)]
         return max(0.0, (max(gaps) - PING_INTERVAL) * 1000)
+
+    @property
+    def missing(self) -> str:
+        """The unanswered sequence numbers as ranges (``12-20,31``), for diagnosis."""
+        lost = sorted(set(range(1, self.sent + 1)) - self.answered)
+        ranges: list[str] = []
+        for seq in lost:
+            if ranges and ranges[-1].split("-")[-1] == str(seq - 1):
+                ranges[-1] = f"{ranges[-1].split('-')[0]}-{seq}"
+            else:
+                ranges.append(str(seq))
+        return ",".join(ranges)
 
     def answered_tail(self, count: int) -> bool:
         """Whether the last ``count`` pings were all answered (traffic resumed)."""
@@ -43,6 +60,7 @@ class PingResult:
 class PingTrain:
     def __init__(self, ns: str, address: str, seconds: float) -> None:
         self.count = int(seconds / PING_INTERVAL)
+        self.started = time.time()
         self._proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, "ping", "-n", "-D", "-i", str(PING_INTERVAL),
              "-c", str(self.count), "-W", "1", address],
@@ -53,7 +71,9 @@ class PingTrain:
         out, _ = self._proc.communicate(timeout=self.count * PING_INTERVAL + 30)
         answered = frozenset(int(m.group(2)) for m in _REPLY.finditer(out))
         times = tuple(float(m.group(1)) for m in _REPLY.finditer(out))
-        return PingResult(sent=self.count, answered=answered, reply_times=times)
+        return PingResult(
+            sent=self.count, answered=answered, reply_times=times, started=self.started
+        )
 
     def kill(self) -> None:
         if self._proc.poll() is None:

@@ -116,6 +116,7 @@ def test_keepalived_conf_is_vrrp3_equal_priority_nopreempt(settings: L3Settings)
     assert "interface ha-44444444-dd" in lines
     assert "advert_int 0.1" in lines
     assert "garp_master_repeat 3" in lines
+    assert "garp_master_refresh 1" in lines
     assert f"vrrp_notify_fifo {settings.state_path}/ha_confs/{ROUTER}/notify.fifo" in lines
     # The ha- VIP is advertised; the rest is excluded from adverts but still moved.
     vip_block = conf.split("virtual_ipaddress {")[1].split("}")[0]
