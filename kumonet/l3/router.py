@@ -155,6 +155,11 @@ class L3Host:
     async def apply(self, intent: RouterIntent) -> ApplyReport:
         """Make the router's namespace match ``intent`` (idempotent; serialised per router)."""
         async with self._lock(intent.id):
+            if not intent.admin_state_up:
+                # As Neutron's l3 agent: an administratively down router is torn down.
+                self._intents.pop(intent.id, None)
+                await self._remove(intent.id)
+                return ApplyReport(self.plan(intent), False, (), (), 0, 0, False, None)
             report = await self._apply(intent)
             self._intents[intent.id] = intent
             return report

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -113,6 +114,11 @@ async def test_non_ha_router_routes_nats_and_cleans_up(netlab: NetLab) -> None:
         assert not ping(ext, FLOATING_IP, count=2)
         with tcp_server(ext, EXTERNAL_IP, 7003):
             assert whoami(vm, EXTERNAL_IP, 7003) == GATEWAY_IP
+
+        # Administratively down: torn down; up again: rebuilt.
+        down = await l3.apply(replace(router_intent(ports, ha_ip=None), admin_state_up=False))
+        assert not down.changed and plan.namespace not in list_namespaces()
+        assert (await l3.apply(router_intent(ports, ha_ip=None))).namespace_created
 
         await l3.remove(ports.router_id)
         assert plan.namespace not in list_namespaces()
