@@ -168,3 +168,16 @@ def test_quirks_undone() -> None:
     assert normalized("router", {"name": "r", "external_gateway_info": {}, "gw_port_id": "x"}) \
         == {"name": "r"}
     assert hostconfig({"host": "h"})["host-type"] == "ODL L2"
+
+
+async def test_full_sync_canary(api: Api) -> None:
+    # networking-odl's full sync: no canary network in the controller means
+    # "resync everything", then it creates the canary.
+    canary = "bd8db3a8-2b30-4083-a8b3-b3fd46401142"
+    assert (await odl(api, "GET", f"/networks/{canary}"))[0] == 404
+    status, body = await odl(api, "POST", "/networks", {"network": {
+        "id": canary, "tenant_id": canary, "name": "Sync Canary Network",
+        "admin_state_up": False}})
+    assert status == 201, body
+    status, body = await odl(api, "GET", f"/networks/{canary}")
+    assert status == 200 and body["network"]["admin_state_up"] is False
