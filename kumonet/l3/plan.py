@@ -16,8 +16,11 @@ Floating IPs are stateless 1:1 NAT (the destination rewritten in the raw
 prerouting hook with ``notrack``, the source rewritten on the way out of
 ``qg-``): no conntrack entry is needed, so a TCP connection through a floating
 IP survives a failover to a router that never saw it. Project subnets are
-masqueraded (SNAT) to the gateway address, statefully, as in Neutron; those
-flows do not survive a failover (conntrackd would be needed, see the report).
+masqueraded (SNAT) to the gateway address, statefully, as in Neutron; a new
+master has no conntrack state for them, and survives them by dropping (not
+resetting) unknown mid-stream segments to the gateway address until the VM's
+side re-creates the entry (see ``nft_ruleset``); conntrackd would be the
+complete answer.
 """
 
 from __future__ import annotations
@@ -341,6 +344,22 @@ def nft_ruleset(intent: RouterIntent, gateway_name: str | None) -> str:
                 f'\t\toifname "{gateway_name}" ip saddr {{ {", ".join(subnets)} }} '
                 f"snat to {snat_ip}"
             )
+    lines.append("\t}")
+    lines += [
+        "\tchain snat_input {",
+        "\t\ttype filter hook input priority filter; policy accept;",
+    ]
+    if gateway is not None and gateway_name is not None and gateway.enable_snat and snat_ip:
+        # After a failover the new master has no conntrack entry for SNATed flows.
+        # A mid-stream segment from outside would be delivered to the router itself
+        # and answered with a reset; dropped instead (its entry is never confirmed),
+        # it is retransmitted after the VM's next segment has re-created the entry
+        # (conntrack picks up mid-stream TCP, and SNAT keeps the source port when
+        # free), so the connection survives without conntrackd.
+        lines.append(
+            f'\t\tiifname "{gateway_name}" ip daddr {snat_ip} ct state new '
+            "tcp flags & syn != syn drop"
+        )
     lines.append("\t}")
     lines.append("}")
     return "\n".join(lines) + "\n"

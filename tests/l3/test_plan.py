@@ -147,6 +147,10 @@ def test_nat_snat_and_stateless_floating_ips(settings: L3Settings) -> None:
         'oifname "qg-33333333-cc" ip saddr { 192.168.1.0/24, 192.168.2.0/24 } '
         "snat to 203.0.113.101" in ruleset
     )
+    assert (
+        'iifname "qg-33333333-cc" ip daddr 203.0.113.101 ct state new tcp flags & syn != syn drop'
+        in ruleset
+    )
     # Only traffic leaving through the gateway is translated: never between subnets.
     for line in ruleset.splitlines():
         if "snat to" in line or "saddr set" in line:
