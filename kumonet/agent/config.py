@@ -5,6 +5,14 @@ Neutron's own section and option names where they exist, so an operator's
 ``[ovs] integration_bridge, local_ip, bridge_mappings, datapath_type,
 ovsdb_connection``, ``[agent] tunnel_types, report_interval``; kumonet's own
 settings live in ``[kumonet]`` (``direct_arp_requests``, default true).
+
+L3 hosts (Neutron's network nodes): ``[agent] l3_agent = true`` (kumonet's
+name: one agent process plays every role of the host), ``[agent] agent_mode``
+(``legacy`` only: no DVR), ``[agent] ha_vrrp_advert_int`` (seconds, Neutron's
+option, default 0.1: see ``kumonet.l3.plan.VrrpSettings``) and
+``[kumonet] router_namespace_prefix`` (empty on a real host; the lab gives
+each simulated host its own so they can share ``/run/netns``). Router state
+(keepalived files) lives under ``[DEFAULT] state_path``.
 """
 
 from __future__ import annotations
@@ -17,6 +25,9 @@ from pathlib import Path
 from kumonet.dataplane.dhcp import DhcpSettings
 
 DEFAULT_REPORT_INTERVAL = 2.0  # seconds; an agent is dead after 3 missed reports
+DEFAULT_STATE_PATH = Path("/var/lib/kumonet")
+DEFAULT_VRRP_ADVERT_INT = 0.1
+AGENT_MODES = ("legacy",)
 
 
 class ConfigError(ValueError):
@@ -58,6 +69,15 @@ class AgentConfig:
     # (not flooded to every VM of the network): what keeps a bring-up of
     # hundreds of VMs from an ARP storm (bench/bringup_bench.py).
     direct_arp_requests: bool = True
+    l3_agent: bool = False
+    agent_mode: str = "legacy"
+    router_namespace_prefix: str = ""
+    ha_vrrp_advert_int: float = DEFAULT_VRRP_ADVERT_INT
+
+    @property
+    def l3_state_path(self) -> Path:
+        """Where routers' keepalived files live (``state_path``, or the default)."""
+        return self.state_path or DEFAULT_STATE_PATH
 
     def bridge_target(self, bridge: str) -> str:
         """The ``ovs-ofctl`` target of a bridge's service socket."""
@@ -109,6 +129,21 @@ class AgentConfig:
         direct_arp = (get("kumonet", "direct_arp_requests", "true") or "").strip().lower()
         if direct_arp not in ("true", "false", "1", "0", "yes", "no"):
             raise ConfigError(f"[kumonet] direct_arp_requests: {direct_arp!r} (true or false)")
+        flags = ("true", "false", "1", "0", "yes", "no")
+        l3_agent = (get("agent", "l3_agent", "false") or "").strip().lower()
+        if l3_agent not in flags:
+            raise ConfigError(f"[agent] l3_agent: {l3_agent!r} (true or false)")
+        agent_mode = (get("agent", "agent_mode", "legacy") or "legacy").strip()
+        if agent_mode not in AGENT_MODES:
+            raise ConfigError(f"[agent] agent_mode {agent_mode!r} (only legacy; no DVR)")
+        try:
+            advert_int = float(
+                get("agent", "ha_vrrp_advert_int", str(DEFAULT_VRRP_ADVERT_INT)) or 0
+            )
+        except ValueError as error:
+            raise ConfigError(f"[agent] ha_vrrp_advert_int: {error}") from error
+        if not 0.01 <= advert_int <= 40.95:
+            raise ConfigError("[agent] ha_vrrp_advert_int must be 0.01..40.95 seconds")
         return cls(
             host=get("DEFAULT", "host") or socket.gethostname(),
             server_urls=tuple(url.rstrip("/") for url in server_urls),
@@ -126,4 +161,8 @@ class AgentConfig:
             ),
             state_path=Path(state_path) if state_path else None,
             direct_arp_requests=direct_arp in ("true", "1", "yes"),
+            l3_agent=l3_agent in ("true", "1", "yes"),
+            agent_mode=agent_mode,
+            router_namespace_prefix=(get("kumonet", "router_namespace_prefix", "") or "").strip(),
+            ha_vrrp_advert_int=advert_int,
         )

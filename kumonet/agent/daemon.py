@@ -11,6 +11,12 @@ one task; changes arriving while it runs are coalesced into the next pass.
 Nothing is reconciled before both snapshots and the OVSDB snapshot are
 loaded: on a restart the first pass then finds the flows already installed
 and changes nothing (no still-wanted flow is deleted and re-added).
+
+Every agent also follows the routers' HA states (``/operational/neutron/l3/``):
+a router's ``qr-``/``qg-`` ports are compiled as living on the host where the
+router is active (`kumonet.agent.router_hosts`), so a failover moves the
+tenant side's flows on every host. With ``[agent] l3_agent = true`` the agent
+also plays Neutron's L3 agent (`kumonet.agent.l3_role.L3Role`).
 """
 
 from __future__ import annotations
@@ -26,13 +32,20 @@ from typing import Any
 
 from kumonet.agent.config import AgentConfig
 from kumonet.agent.host_state import host_facts, patch_specs, tunnel_specs
-from kumonet.agent.mirror import CONFIG_PREFIX, HOSTS_PREFIX, Change, IntentMirror
+from kumonet.agent.l3_role import L3Role
+from kumonet.agent.mirror import (
+    CONFIG_PREFIX,
+    HA_STATES_PREFIX,
+    HOSTS_PREFIX,
+    Change,
+    IntentMirror,
+)
 from kumonet.agent.openflow import OpenFlowBridge, OpenFlowError, plan_flow_change
 from kumonet.agent.ovsdb import BridgeSpec, Ovsdb, OvsdbError, PortPlan, plan_ports
 from kumonet.agent.packet_in import PacketChannelDown, PacketIn, PacketInChannel
+from kumonet.agent.router_hosts import router_port_hosts
 from kumonet.agent.server_client import (
     Compacted,
-    Item,
     PortStatus,
     ServerClient,
     ServerUnavailable,
@@ -44,6 +57,9 @@ from kumonet.dataplane.intent import HostFacts, Intent
 LOG = logging.getLogger(__name__)
 
 AGENT_TYPES = ("Open vSwitch agent", "DHCP agent")
+L3_AGENT_TYPE = "L3 agent"
+
+Entry = tuple[str, Any, int]  # key, value (None: deleted), mod_revision
 RETRY_DELAY = 0.5
 
 
@@ -64,7 +80,12 @@ class Agent:
         self._installed: dict[str, dict[int, int]] = {}  # bridge → cookie → count
         self._dirty = asyncio.Event()
         self._report_due = asyncio.Event()
-        self._loaded = {"config": asyncio.Event(), "hosts": asyncio.Event()}
+        self._loaded = {
+            "config": asyncio.Event(),
+            "hosts": asyncio.Event(),
+            "ha_states": asyncio.Event(),
+        }
+        self.l3 = L3Role(config, client, self.mirror) if config.l3_agent else None
         self._facts = HostFacts(host=config.host)
         self._intent = Intent()
         self._reported: dict[str, tuple[str, str]] = {}  # port → (status, host) in flight/done
@@ -84,45 +105,74 @@ class Agent:
 
     def registration(self) -> dict[str, Any]:
         config = self.config
+        configurations: dict[str, Any] = {
+            "tunneling_ip": config.local_ip,
+            "tunnel_types": list(config.tunnel_types),
+            "bridge_mappings": dict(config.bridge_mappings),
+            "integration_bridge": config.integration_bridge,
+            "datapath_type": config.datapath_type,
+            "ovs_hybrid_plug": False,
+            "arp_responder_enabled": False,
+            "l2_population": True,
+        }
+        agent_types = list(AGENT_TYPES)
+        if self.l3 is not None:
+            agent_types.append(L3_AGENT_TYPE)
+            configurations |= self.l3.configurations()
         return {
             "host": config.host,
-            "agent_types": list(AGENT_TYPES),
+            "agent_types": agent_types,
             "tunnel_ip": config.local_ip,
             "tunnel_types": list(config.tunnel_types),
             "bridge_mappings": dict(config.bridge_mappings),
             # Whole seconds, as Neutron's report_interval; the lease is 3 intervals.
             "heartbeat_interval": max(1, math.ceil(config.report_interval)),
-            "configurations": {
-                "tunneling_ip": config.local_ip,
-                "tunnel_types": list(config.tunnel_types),
-                "bridge_mappings": dict(config.bridge_mappings),
-                "integration_bridge": config.integration_bridge,
-                "datapath_type": config.datapath_type,
-                "ovs_hybrid_plug": False,
-                "arp_responder_enabled": False,
-                "l2_population": True,
-            },
+            "configurations": configurations,
         }
+
+    async def register(self) -> None:
+        await self.client.register(self.config.host, self.registration())
+        if self.l3 is not None:
+            # A new lease dropped the HA states stored under the old one.
+            self.l3.report_all_states()
 
     async def run(self) -> None:
         await self.setup_ovs()
         self.channel.start()
         try:
-            await self._retry(lambda: self.client.register(self.config.host, self.registration()))
+            await self._retry(self.register)
+            mirror = self.mirror
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(self._heartbeat_loop(), name="heartbeat")
                 tasks.create_task(
                     self._follow(
-                        CONFIG_PREFIX, "config", self.mirror.reset_config, self.mirror.apply_config
+                        CONFIG_PREFIX,
+                        "config",
+                        lambda entries: mirror.reset_config(_pairs(entries)),
+                        lambda entries: mirror.apply_config(_pairs(entries)),
                     ),
                     name="watch config",
                 )
                 tasks.create_task(
                     self._follow(
-                        HOSTS_PREFIX, "hosts", self.mirror.reset_hosts, self.mirror.apply_hosts
+                        HOSTS_PREFIX,
+                        "hosts",
+                        lambda entries: mirror.reset_hosts(_pairs(entries)),
+                        lambda entries: mirror.apply_hosts(_pairs(entries)),
                     ),
                     name="watch hosts",
                 )
+                tasks.create_task(
+                    self._follow(
+                        HA_STATES_PREFIX,
+                        "ha_states",
+                        mirror.reset_ha_states,
+                        mirror.apply_ha_states,
+                    ),
+                    name="watch HA states",
+                )
+                if self.l3 is not None:
+                    tasks.create_task(self.l3.run(self._loaded["config"]), name="l3")
                 tasks.create_task(self._ovsdb_events(), name="ovsdb events")
                 tasks.create_task(self._reconcile_loop(), name="reconcile")
                 tasks.create_task(self._report_loop(), name="port status")
@@ -148,7 +198,7 @@ class Agent:
             try:
                 if not await self.client.heartbeat(self.config.host):
                     LOG.warning("lease expired on the server: registering again")
-                    await self.client.register(self.config.host, self.registration())
+                    await self.register()
             except ServerUnavailable as error:
                 LOG.warning("heartbeat failed: %s", error)
 
@@ -156,8 +206,8 @@ class Agent:
         self,
         prefix: str,
         name: str,
-        reset: Callable[[Iterable[tuple[str, Any]]], Change],
-        apply: Callable[[Iterable[tuple[str, Any]]], Change],
+        reset: Callable[[Iterable[Entry]], Change],
+        apply: Callable[[Iterable[Entry]], Change],
     ) -> None:
         while True:
             try:
@@ -166,7 +216,9 @@ class Agent:
                 LOG.warning("snapshot of %s failed: %s", prefix, error)
                 await asyncio.sleep(RETRY_DELAY)
                 continue
-            self._changed(reset(_pairs(snapshot.items)))
+            self._changed(
+                reset((i.key, i.value, i.mod_revision) for i in snapshot.items), resync=True
+            )
             self._loaded[name].set()
             revision = snapshot.revision + 1
             while True:
@@ -181,13 +233,18 @@ class Agent:
                     continue
                 if batch.events:
                     self._changed(
-                        apply((e.key, e.value if e.type == "put" else None) for e in batch.events)
+                        apply(
+                            (e.key, e.value if e.type == "put" else None, e.mod_revision)
+                            for e in batch.events
+                        )
                     )
                 revision = max(revision, batch.revision + 1)
 
-    def _changed(self, change: Change) -> None:
+    def _changed(self, change: Change, *, resync: bool = False) -> None:
         if change.intent_changed or change.ports:
             self._dirty.set()
+        if self.l3 is not None and (change.routers_changed or resync):
+            self.l3.changed(resync=resync)
 
     async def _ovsdb_events(self) -> None:
         while True:
@@ -256,18 +313,27 @@ class Agent:
     def current_intent(self, facts: HostFacts) -> Intent:
         """The mirrored intent, with ports plugged here but not yet bound taken as
         bound here (Nova binds before plugging; this only saves a round trip when
-        a port is plugged by hand)."""
-        intent = self.mirror.intent()
+        a port is plugged by hand), and routers' ports on their active (HA) or
+        placement host."""
+        mirror = self.mirror
+        intent = mirror.intent()
+        moved = router_port_hosts(
+            mirror.port_bodies, mirror.routers, mirror.placements, mirror.ha_states
+        )
         unbound = [
             port_id
             for port_id in facts.local_ofports
-            if port_id in intent.ports and not intent.ports[port_id].host
+            if port_id in intent.ports and not intent.ports[port_id].host and port_id not in moved
         ]
-        if not unbound:
+        if not unbound and not moved:
             return intent
         ports = dict(intent.ports)
         for port_id in unbound:
             ports[port_id] = dataclasses.replace(ports[port_id], host=self.config.host)
+        # Router ports live where their router is active (or placed), on every host.
+        for port_id, host in moved.items():
+            if port_id in ports:
+                ports[port_id] = dataclasses.replace(ports[port_id], host=host)
         return dataclasses.replace(intent, ports=ports)
 
     async def reconcile_once(self) -> HostPlan:
@@ -373,5 +439,5 @@ class Agent:
             await self.channel.send_packet_out(packet.in_port, reply)
 
 
-def _pairs(items: Iterable[Item]) -> Iterable[tuple[str, Any]]:
-    return ((item.key, item.value) for item in items)
+def _pairs(entries: Iterable[Entry]) -> Iterable[tuple[str, Any]]:
+    return ((key, value) for key, value, _ in entries)

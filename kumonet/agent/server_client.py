@@ -203,6 +203,19 @@ class ServerClient:
             if "error" in result:
                 LOG.warning("port %s status not set: %s", result.get("id"), result["error"])
 
+    async def report_ha_state(self, router_id: str, host: str, state: str) -> bool:
+        """Report this host's VRRP role for a router; False if refused (404: the
+        host's lease expired: register again, then report every state)."""
+        status, data = await self._request(
+            "PUT",
+            f"/v1/agent/routers/{router_id}/ha_state",
+            body={"host": host, "state": state},
+            ok=(200, 404),
+        )
+        if status != 200:
+            LOG.warning("ha_state of %s refused: HTTP %s %s", router_id, status, data)
+        return status == 200
+
 
 async def wait_for_server(client: ServerClient, *, interval: float = 0.5) -> None:
     """Block until a server answers (used at start-up)."""

@@ -1,0 +1,244 @@
+"""The agent's L3 role (``[agent] l3_agent = true``): routers placed on this
+host become namespaces, NAT and keepalived through `kumonet.l3.L3Host`.
+
+Intent comes from the agent's `IntentMirror` (routers, floating IPs, the
+``l3_placements`` of every router, ports, subnets, networks as Neutron JSON).
+For every router placed on this host a `RouterIntent` is built
+(`router_from_neutron`) and compared with the one last applied: only changed
+routers are applied, unplaced or deleted ones removed. The first pass, and the
+first after a re-snapshot, is a full ``reconcile`` (which also removes
+leftovers of routers no longer wanted). An unchanged router is never
+re-applied, and ``L3Host.apply`` itself leaves a running keepalived alone
+when its configuration did not change: an agent restart causes no failover.
+
+VRRP transitions arrive through ``on_ha_state`` (keepalived's notify FIFO, read
+on the event loop) and are sent at once by their own task to
+``PUT /v1/agent/routers/{id}/ha_state``; a report that fails is retried with the
+latest state. Every state is reported again after each (re-)registration,
+since a new lease drops the states stored under the old one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from kumonet.agent.config import AgentConfig
+from kumonet.agent.mirror import IntentMirror
+from kumonet.agent.server_client import ServerClient, ServerUnavailable
+from kumonet.l3.command import L3CommandError
+from kumonet.l3.ha_state import RouterHAState
+from kumonet.l3.intent import RouterIntent, RouterIntentError, router_from_neutron
+from kumonet.l3.interface import OvsVethDriver
+from kumonet.l3.keepalived import KeepalivedError
+from kumonet.l3.plan import L3Settings, VrrpSettings
+from kumonet.l3.router import L3Host
+
+LOG = logging.getLogger(__name__)
+
+RETRY_DELAY = 0.5
+L3_ERRORS = (L3CommandError, KeepalivedError, OSError)
+
+
+class L3Role:
+    def __init__(self, config: AgentConfig, client: ServerClient, mirror: IntentMirror) -> None:
+        self.config = config
+        self.client = client
+        self.mirror = mirror
+        self.settings = L3Settings(
+            state_path=config.l3_state_path,
+            namespace_prefix=config.router_namespace_prefix,
+            vrrp=VrrpSettings(advert_int=config.ha_vrrp_advert_int),
+        )
+        self.driver = OvsVethDriver(ovsdb=config.ovsdb_connection, bridge=config.integration_bridge)
+        self._dirty = asyncio.Event()
+        self._resync = True  # the next pass reconciles everything
+        self._applied: dict[str, RouterIntent] = {}
+        self._pending: dict[str, tuple[RouterHAState, float]] = {}  # router → (state, since)
+        self._report_due = asyncio.Event()
+        self._l3: L3Host | None = None
+        self.passes = 0
+        self.ready = asyncio.Event()  # set after the first reconciliation
+
+    # -- what the agent calls ----------------------------------------------------
+
+    def changed(self, *, resync: bool = False) -> None:
+        """Routers (or what they are built from) changed; ``resync`` after a snapshot."""
+        self._resync |= resync
+        self._dirty.set()
+
+    def configurations(self) -> dict[str, Any]:
+        """The L3 agent's ``configurations`` in ``GET /v2.0/agents`` (Neutron's keys)."""
+        return {
+            "agent_mode": self.config.agent_mode,
+            "external_network_bridge": "",
+            "gateway_external_network_id": "",
+            "handle_internal_only_routers": True,
+            "interface_driver": "openvswitch",
+            "ha_vrrp_advert_int": self.config.ha_vrrp_advert_int,
+            "routers": len(self._applied),
+            "ex_gw_ports": sum(1 for i in self._applied.values() if i.gateway is not None),
+            "interfaces": sum(len(i.internal) for i in self._applied.values()),
+            "floating_ips": sum(len(i.floating_ips) for i in self._applied.values()),
+        }
+
+    def report_all_states(self) -> None:
+        """Queue every known HA state (after a registration: a new lease)."""
+        if self._l3 is None:
+            return
+        try:
+            states = dict(self._l3.watcher.states)
+        except RuntimeError:  # not entered yet, or leaving
+            return
+        now = time.monotonic()
+        for router_id, state in states.items():
+            self._pending.setdefault(router_id, (state, now))
+        self._report_due.set()
+
+    async def run(self, config_loaded: asyncio.Event) -> None:
+        async with L3Host(self.settings, self.driver, on_ha_state=self._on_ha_state) as l3:
+            self._l3 = l3
+            try:
+                async with asyncio.TaskGroup() as tasks:
+                    tasks.create_task(self._sync_loop(l3, config_loaded), name="l3 routers")
+                    tasks.create_task(self._report_loop(), name="l3 ha states")
+            finally:
+                self._l3 = None
+
+    # -- routers -----------------------------------------------------------------
+
+    def wanted(self) -> dict[str, RouterIntent]:
+        """The intents of the routers placed on this host that can be built now."""
+        host = self.config.host
+        mirror = self.mirror
+        mine = [
+            router_id
+            for router_id, hosts in mirror.placements.items()
+            if host in hosts and router_id in mirror.routers
+        ]
+        if not mine:
+            return {}
+        ports_of: dict[str, list[Mapping[str, Any]]] = {}
+        for body in mirror.port_bodies.values():
+            device = body.get("device_id")
+            if device in mirror.placements:
+                ports_of.setdefault(str(device), []).append(body)
+        floatingips = [f for f in mirror.floatingips.values() if f.get("router_id")]
+        intents: dict[str, RouterIntent] = {}
+        for router_id in mine:
+            try:
+                intents[router_id] = router_from_neutron(
+                    mirror.routers[router_id],
+                    ports_of.get(router_id, []),
+                    mirror.subnet_bodies.values(),
+                    host=host,
+                    floatingips=floatingips,
+                    networks=mirror.network_bodies.values(),
+                )
+            except (RouterIntentError, KeyError, TypeError, ValueError) as error:
+                # Typically the HA port of a new placement not mirrored yet: its
+                # own watch event brings it and another pass.
+                LOG.info("router %s not buildable yet: %s", router_id, error)
+        return intents
+
+    async def _sync_loop(self, l3: L3Host, config_loaded: asyncio.Event) -> None:
+        await config_loaded.wait()
+        self._dirty.set()
+        while True:
+            await self._dirty.wait()
+            self._dirty.clear()
+            resync, self._resync = self._resync, False
+            started = time.perf_counter()
+            try:
+                changed = await self._sync(l3, resync)
+            except L3_ERRORS as error:
+                LOG.error("router sync failed, retrying: %s", error)
+                self._resync = True
+                await asyncio.sleep(RETRY_DELAY)
+                self._dirty.set()
+                continue
+            self.passes += 1
+            if resync and not self.ready.is_set():
+                self.ready.set()
+                self.report_all_states()
+            if changed or resync:
+                LOG.info(
+                    "routers %s: %d here, %s changed in %.1f ms",
+                    "reconciled" if resync else "synced",
+                    len(self._applied),
+                    ", ".join(sorted(changed)) or "none",
+                    (time.perf_counter() - started) * 1000,
+                )
+
+    async def _sync(self, l3: L3Host, resync: bool) -> list[str]:
+        wanted = self.wanted()
+        changed: list[str] = []
+        if resync:
+            # Routers placed here but not buildable yet are not removed: keep
+            # what runs until their intent is complete.
+            keep = {r for r in self._applied if r not in wanted and self._placed_here(r)}
+            keep_intents = [self._applied[r] for r in keep]
+            reports = await l3.reconcile([*wanted.values(), *keep_intents])
+            changed = [rid for rid, report in reports.items() if report.changed]
+            self._applied = {**{r: self._applied[r] for r in keep}, **wanted}
+            return changed
+        for router_id in sorted(set(self._applied) - set(wanted)):
+            if self._placed_here(router_id) and router_id in self.mirror.routers:
+                continue  # placed but momentarily incomplete: leave it running
+            await l3.remove(router_id)
+            del self._applied[router_id]
+            changed.append(f"-{router_id}")
+        for router_id, intent in sorted(wanted.items()):
+            if self._applied.get(router_id) == intent:
+                continue
+            report = await l3.apply(intent)
+            self._applied[router_id] = intent
+            if report.changed:
+                changed.append(router_id)
+        return changed
+
+    def _placed_here(self, router_id: str) -> bool:
+        return self.config.host in self.mirror.placements.get(router_id, frozenset())
+
+    # -- HA states ---------------------------------------------------------------
+
+    def _on_ha_state(self, router_id: str, state: RouterHAState) -> None:
+        # Called from the event loop's reader: must not block.
+        LOG.info("router %s is now %s here", router_id, state.value)
+        self._pending[router_id] = (state, time.monotonic())
+        self._report_due.set()
+
+    async def _report_loop(self) -> None:
+        while True:
+            await self._report_due.wait()
+            self._report_due.clear()
+            pending, self._pending = self._pending, {}
+            failed = False
+            for router_id, (state, since) in sorted(pending.items()):
+                try:
+                    known = await self.client.report_ha_state(
+                        router_id, self.config.host, state.value
+                    )
+                except ServerUnavailable as error:
+                    LOG.warning("HA state report of %s failed, will retry: %s", router_id, error)
+                    # A newer transition queued meanwhile wins over the retry.
+                    self._pending.setdefault(router_id, (state, since))
+                    failed = True
+                    continue
+                if not known:
+                    # Our lease expired: the heartbeat registers again, and every
+                    # state is reported after that.
+                    LOG.warning("HA state of %s refused: host not registered", router_id)
+                    continue
+                LOG.info(
+                    "reported router %s %s in %.1f ms after the transition",
+                    router_id,
+                    state.value,
+                    (time.monotonic() - since) * 1000,
+                )
+            if failed:
+                await asyncio.sleep(RETRY_DELAY)
+                self._report_due.set()

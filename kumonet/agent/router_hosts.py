@@ -1,0 +1,65 @@
+"""On which host a router's ports live, for the L2 compiler of every host.
+
+A router's ``qr-``/``qg-`` ports have one Neutron identity (id, MAC, address)
+but, for an HA router, a copy on every hosting L3 host. Only the VRRP master's
+copy must get traffic: every host's compiler treats the port as bound to the
+host whose HA state is ``active`` (VMs' frames to the gateway MAC tunnel
+there; the backups' copies are not local ports anywhere, so they get
+nothing). When several hosts say ``active`` (split brain, a cut link that
+has not expired yet) the most recent transition wins: the HA state key's
+``mod_revision``. With no active host yet, the port's own binding stands.
+
+A non-HA router's ports live on its placement host. ``ha-`` ports (one per
+host, bound to it) are ordinary per-host ports and are left alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from kumonet.agent.mirror import HaReport
+
+#: Owners of the ports that follow the router (not the per-host HA ports).
+ROUTER_PORT_OWNERS = frozenset(
+    {
+        "network:router_interface",
+        "network:router_gateway",
+        "network:ha_router_replicated_interface",
+    }
+)
+ACTIVE = "active"
+
+
+def active_host(states: Mapping[str, HaReport] | None) -> str | None:
+    """The host the router is active on; the latest transition to active wins."""
+    best: tuple[int, str] | None = None
+    for host, report in (states or {}).items():
+        if report.state == ACTIVE and (best is None or (report.revision, host) > best):
+            best = (report.revision, host)
+    return best[1] if best else None
+
+
+def router_port_hosts(
+    port_bodies: Mapping[str, Mapping[str, Any]],
+    routers: Mapping[str, Mapping[str, Any]],
+    placements: Mapping[str, frozenset[str]],
+    ha_states: Mapping[str, Mapping[str, HaReport]],
+) -> dict[str, str]:
+    """port id → the host its router port lives on (only ports that move)."""
+    where: dict[str, str] = {}
+    for port_id, body in port_bodies.items():
+        if body.get("device_owner") not in ROUTER_PORT_OWNERS:
+            continue
+        router_id = body.get("device_id") or ""
+        router = routers.get(router_id)
+        if router is None:
+            continue
+        if router.get("ha"):
+            host = active_host(ha_states.get(router_id))
+        else:
+            hosts = sorted(placements.get(router_id, ()))
+            host = hosts[0] if len(hosts) == 1 else None
+        if host and host != (body.get("binding:host_id") or ""):
+            where[port_id] = host
+    return where
