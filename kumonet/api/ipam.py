@@ -5,6 +5,9 @@ cancelled (and the hint re-synced from the store) when it loses a race."""
 from __future__ import annotations
 
 import ipaddress
+import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,13 +21,32 @@ def ipam_key(subnet_id: str, address: str) -> str:
     return neutron_key("ipam", subnet_id, address)
 
 
+#: After losing a race on a subnet, picks spread over this many of the lowest
+#: free addresses for a while: several servers allocating from one subnet at
+#: once then rarely collide. Without contention the pick is the lowest free.
+CONTENDED_SPREAD = 16
+CONTENTION_SECONDS = 2.0
+
+
 class AddressHints:
     """Per-server cache; never the source of truth (see kumonet.model.ipam)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.store = store
         self._hints: dict[str, AddressHint] = {}
         self._stale: set[str] = set()
+        # Addresses whose transaction lost: re-checked one by one (a get each)
+        # rather than re-reading the whole subnet.
+        self._suspects: dict[str, set[int]] = {}
+        self._contended_until: dict[str, float] = {}
+        self._rng = rng or random.Random()
+        self._clock = clock
 
     async def _taken(self, subnet_id: str) -> list[int]:
         result = await self.store.range(neutron_prefix("ipam", subnet_id))
@@ -40,8 +62,25 @@ class AddressHints:
             hint = self._hints.setdefault(subnet_id, hint)
         elif subnet_id in self._stale:
             self._stale.discard(subnet_id)
+            self._suspects.pop(subnet_id, None)
             hint.replace_committed(await self._taken(subnet_id))
+        elif subnet_id in self._suspects:
+            for address in self._suspects.pop(subnet_id):
+                text = str(ipaddress.ip_address(address))
+                if await self.store.get(ipam_key(subnet_id, text)) is not None:
+                    hint.commit(address)
         return hint
+
+    def reserve(self, subnet_id: str, hint: AddressHint) -> int | None:
+        """The lowest free address, or a spread pick while the subnet is contended."""
+        if self._contended_until.get(subnet_id, 0.0) > self._clock():
+            return hint.reserve_lowest(CONTENDED_SPREAD, self._rng)
+        return hint.reserve_lowest()
+
+    def lost_race(self, subnet_id: str, address: int) -> None:
+        if subnet_id in self._hints:
+            self._suspects.setdefault(subnet_id, set()).add(address)
+        self._contended_until[subnet_id] = self._clock() + CONTENTION_SECONDS
 
     async def resync(self, subnet: dict[str, Any]) -> AddressHint:
         self.mark_stale(subnet["id"])
@@ -55,6 +94,8 @@ class AddressHints:
     def forget(self, subnet_id: str) -> None:
         self._hints.pop(subnet_id, None)
         self._stale.discard(subnet_id)
+        self._suspects.pop(subnet_id, None)
+        self._contended_until.pop(subnet_id, None)
 
     def released(self, subnet_id: str, address: str) -> None:
         hint = self._hints.get(subnet_id)
@@ -80,5 +121,5 @@ class Reservations:
     def lost(self) -> None:
         for subnet_id, hint, address in self.held:
             hint.cancel(address)
-            self.hints.mark_stale(subnet_id)
+            self.hints.lost_race(subnet_id, address)
         self.held.clear()

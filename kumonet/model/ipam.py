@@ -55,7 +55,17 @@ class AddressHint:
     def is_taken(self, address: int) -> bool:
         return address in self.committed or address in self.pending
 
-    def reserve_lowest(self) -> int | None:
+    def reserve_lowest(self, spread: int = 1, rng: random.Random | None = None) -> int | None:
+        """Reserve the lowest free address; with ``spread`` > 1, a random one of
+        the ``spread`` lowest free addresses (servers racing for one subnet then
+        rarely pick the same address, as Neutron's IPAM does on every pick)."""
+        if spread > 1 and rng is not None:
+            candidates = self._lowest_free(spread)
+            if not candidates:
+                return None
+            address = rng.choice(candidates)
+            self.pending.add(address)
+            return address
         for pool in self.pools:
             if pool.end < self.cursor:
                 continue
@@ -68,6 +78,20 @@ class AddressHint:
                 address += 1
             self.cursor = pool.end + 1
         return None
+
+    def _lowest_free(self, count: int) -> list[int]:
+        found: list[int] = []
+        for pool in self.pools:
+            if pool.end < self.cursor:
+                continue
+            address = max(pool.start, self.cursor)
+            while address <= pool.end and len(found) < count:
+                if not self.is_taken(address):
+                    found.append(address)
+                address += 1
+            if len(found) >= count:
+                break
+        return found
 
     def reserve(self, address: int) -> bool:
         if self.is_taken(address):

@@ -190,7 +190,7 @@ class Ports(ResourceBase):
             if s["ip_version"] == 6 and s.get("ipv6_address_mode") in AUTO_ADDRESS_MODES:
                 return eui64_address(s["cidr"], mac)
             hint = await self.hints.for_subnet(s)
-            value = hint.reserve_lowest()
+            value = self.hints.reserve(s["id"], hint)
             if value is None:
                 # Another server may have freed addresses this one's hint
                 # still counts as taken: look at the store before refusing.
