@@ -92,6 +92,17 @@ def agent_available() -> bool:
         return False
 
 
+def in_host_netns(netns: str, argv: Sequence[str]) -> list[str]:
+    """``argv`` in the host's network namespace but the machine's mount namespace.
+
+    Not ``ip netns exec``: it gives the command a private mount namespace, so
+    the router namespaces the L3 agent creates (``ip netns add`` bind-mounts
+    them under /run/netns) would exist for the agent alone; the lab (failure
+    injection, ``router_exec``, ``down``) could not enter or delete them.
+    nsenter execs, so the recorded pid is the agent's."""
+    return ["nsenter", f"--net=/run/netns/{netns}", "--", *argv]
+
+
 def agent_argv(config_file: Path, command: Sequence[str] | None = None) -> Sequence[str]:
     """``command`` if given, else the installed ``kumonet-agent`` script next
     to this interpreter, else the module run by this interpreter; plus

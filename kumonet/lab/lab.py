@@ -390,7 +390,8 @@ class Lab:
     async def _start_agent(self, host: HostRecord) -> int:
         config_file = Path(host.dir) / "agent.ini"
         pid = await start_detached(
-            in_netns(host.netns, agent_mod.agent_argv(config_file, self.state.agent_command)),
+            agent_mod.in_host_netns(
+                host.netns, agent_mod.agent_argv(config_file, self.state.agent_command)),
             pidfile=Path(host.dir) / "agent.pid",
             logfile=Path(host.dir) / "agent.log",
             env=self.ovs(host.name).env,

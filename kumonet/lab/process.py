@@ -162,6 +162,9 @@ async def start_detached(
     # `ip netns exec NS CMD` execs CMD in turn: the daemon is CMD
     program = argv[4] if list(argv[:3]) == ["ip", "netns", "exec"] and len(argv) > 4 \
         else argv[0]
+    # `nsenter ... -- CMD` (kumonet.lab.agent.in_host_netns) execs CMD too
+    if argv[0] == "nsenter" and "--" in argv[:-1]:
+        program = argv[list(argv).index("--") + 1]
 
     def exec_done() -> bool:
         # until the last exec completes the pid is still the wrapper shell or
