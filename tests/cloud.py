@@ -105,12 +105,23 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+EXTERNAL_CIDR = "203.0.113.0/24"
+EXTERNAL_GATEWAY = "203.0.113.1"
+
+
+@dataclass(frozen=True)
+class ExternalNetwork:
+    id: str
+    subnet_id: str
+
+
 @dataclass
 class Cloud:
     url: str
     lab: Lab
     workdir: Path
     report_interval: int = REPORT_INTERVAL
+    _external: ExternalNetwork | None = None
 
     # -- the API ---------------------------------------------------------------
     async def api(
@@ -164,14 +175,23 @@ class Cloud:
         host_dir = Path(record.dir)
         argv = lab_agent.agent_argv(host_dir / "agent.ini", agent_command(self.report_interval))
         return await start_detached(
-            in_netns(record.netns, argv),
+            lab_agent.in_host_netns(record.netns, argv),
             pidfile=host_dir / "agent.pid",
             logfile=host_dir / "agent.log",
             env=self.lab.ovs(host).env,
         )
 
+    @property
+    def l3_hosts(self) -> list[str]:
+        return [name for name, record in self.lab.hosts.items() if record.l3]
+
     async def wait_agents(self, hosts: list[str] | None = None) -> None:
-        wanted = {(h, t) for h in hosts or self.hosts for t in lab_agent_types()}
+        l3 = set(self.l3_hosts)
+        wanted = {
+            (h, t)
+            for h in hosts or self.hosts
+            for t in (*lab_agent_types(), *(("L3 agent",) if h in l3 else ()))
+        }
 
         async def alive() -> bool:
             return wanted <= await self.alive_agents()
@@ -193,6 +213,57 @@ class Cloud:
             vm,
             ["ip", "neigh", "replace", address, "lladdr", mac, "dev", "eth0", "nud", "permanent"],
         )
+
+    # -- routers (L3 hosts) ---------------------------------------------------
+    async def external_network(self) -> ExternalNetwork:
+        """Seed 002's ext-net (flat on physnet ``external``, router:external) and
+        ext-subnet 203.0.113.0/24, pool .101-.200, no DHCP, gateway .1; made
+        once per cloud by the admin."""
+        if self._external is None:
+            net = (
+                await self.api(
+                    "POST",
+                    "/networks",
+                    {
+                        "network": {
+                            "name": "ext-net",
+                            "router:external": True,
+                            "provider:network_type": "flat",
+                            "provider:physical_network": "external",
+                        }
+                    },
+                )
+            )["network"]
+            subnet = (
+                await self.api(
+                    "POST",
+                    "/subnets",
+                    {
+                        "subnet": {
+                            "name": "ext-subnet",
+                            "network_id": net["id"],
+                            "cidr": EXTERNAL_CIDR,
+                            "ip_version": 4,
+                            "enable_dhcp": False,
+                            "gateway_ip": EXTERNAL_GATEWAY,
+                            "allocation_pools": [
+                                {"start": "203.0.113.101", "end": "203.0.113.200"}
+                            ],
+                        }
+                    },
+                )
+            )["subnet"]
+            self._external = ExternalNetwork(net["id"], subnet["id"])
+        return self._external
+
+    async def l3_agents_of(self, router_id: str) -> dict[str, str]:
+        """host → ha_state (None for non-HA) from ``GET /routers/{id}/l3-agents``."""
+        agents = (await self.api("GET", f"/routers/{router_id}/l3-agents"))["agents"]
+        return {a["host"]: a.get("ha_state") for a in agents}
+
+    async def active_host(self, router_id: str) -> str | None:
+        active = [h for h, s in (await self.l3_agents_of(router_id)).items() if s == "active"]
+        return active[0] if len(active) == 1 else None
 
     # -- flows -----------------------------------------------------------------
     async def flows(self, host: str) -> list[str]:
@@ -271,9 +342,12 @@ def running_server(workdir: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def running_cloud(prefix: str, hosts: int = 3, *, keep_logs: Path | None = None) -> Iterator[Cloud]:
+def running_cloud(
+    prefix: str, hosts: int = 3, *, l3_hosts: int = 0, keep_logs: Path | None = None
+) -> Iterator[Cloud]:
     """Server + lab of ``hosts`` with agents, all torn down on exit (logs copied
-    to ``keep_logs`` first when given)."""
+    to ``keep_logs`` first when given). ``host1..host<l3_hosts>`` are L3 hosts
+    (routers, br-ex on the lab's external network 203.0.113.0/24)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"kumonet-{prefix}-"))
     try:
         with running_server(workdir) as url:
@@ -282,6 +356,7 @@ def running_cloud(prefix: str, hosts: int = 3, *, keep_logs: Path | None = None)
                     hosts,
                     prefix=prefix,
                     server_urls=[url],
+                    l3_hosts=l3_hosts,
                     agents=True,
                     agent_command=agent_command(REPORT_INTERVAL),
                 )
@@ -321,6 +396,8 @@ class Tenant:
     ports: list[str] = field(default_factory=list)
     groups: list[str] = field(default_factory=list)
     networks: list[str] = field(default_factory=list)
+    routers: list[str] = field(default_factory=list)
+    floatingips: list[str] = field(default_factory=list)
 
     async def network(self, cidr: str, *, dns: tuple[str, ...] = (), **attrs: Any) -> Network:
         name = unique_name("net")
@@ -446,6 +523,81 @@ class Tenant:
     async def delete_rule(self, rule_id: str) -> None:
         await self.cloud.api("DELETE", f"/security-group-rules/{rule_id}")
 
+    # -- routers ----------------------------------------------------------------
+    async def router(self, *, ha: bool = True, **attrs: Any) -> dict[str, Any]:
+        router = (
+            await self.cloud.api(
+                "POST",
+                "/routers",
+                {
+                    "router": {
+                        "name": unique_name("r"),
+                        "tenant_id": self.project,
+                        "ha": ha,
+                        **attrs,
+                    }
+                },
+            )
+        )["router"]
+        self.routers.append(router["id"])
+        return dict(router)
+
+    async def add_interface(self, router_id: str, net: Network) -> dict[str, Any]:
+        return dict(
+            await self.cloud.api(
+                "PUT", f"/routers/{router_id}/add_router_interface", {"subnet_id": net.subnet_id}
+            )
+        )
+
+    async def remove_interface(self, router_id: str, net: Network) -> None:
+        await self.cloud.api(
+            "PUT", f"/routers/{router_id}/remove_router_interface", {"subnet_id": net.subnet_id}
+        )
+
+    async def set_gateway(self, router_id: str, **info: Any) -> dict[str, Any]:
+        external = await self.cloud.external_network()
+        body = {"router": {"external_gateway_info": {"network_id": external.id, **info}}}
+        return dict((await self.cloud.api("PUT", f"/routers/{router_id}", body))["router"])
+
+    async def clear_gateway(self, router_id: str) -> None:
+        body = {"router": {"external_gateway_info": {}}}
+        await self.cloud.api("PUT", f"/routers/{router_id}", body)
+
+    async def update_router(self, router_id: str, **attrs: Any) -> dict[str, Any]:
+        body = {"router": attrs}
+        return dict((await self.cloud.api("PUT", f"/routers/{router_id}", body))["router"])
+
+    async def floating_ip(self, port_id: str | None = None) -> dict[str, Any]:
+        external = await self.cloud.external_network()
+        body: dict[str, Any] = {
+            "floating_network_id": external.id,
+            "tenant_id": self.project,
+        }
+        if port_id:
+            body["port_id"] = port_id
+        fip = (await self.cloud.api("POST", "/floatingips", {"floatingip": body}))["floatingip"]
+        self.floatingips.append(fip["id"])
+        return dict(fip)
+
+    async def associate(self, fip_id: str, port_id: str | None) -> dict[str, Any]:
+        body = {"floatingip": {"port_id": port_id}}
+        return dict((await self.cloud.api("PUT", f"/floatingips/{fip_id}", body))["floatingip"])
+
+    async def delete_router(self, router_id: str) -> None:
+        """Interfaces and gateway first, as the CLI user must."""
+        ports = (await self.cloud.api("GET", f"/ports?device_id={router_id}"))["ports"]
+        for port in ports:
+            if port["device_owner"] in (
+                "network:router_interface",
+                "network:ha_router_replicated_interface",
+            ):
+                await self.cloud.api(
+                    "PUT", f"/routers/{router_id}/remove_router_interface", {"port_id": port["id"]}
+                )
+        await self.clear_gateway(router_id)
+        await self.cloud.api("DELETE", f"/routers/{router_id}")
+        self.routers.remove(router_id)
+
     async def close(self) -> None:
         lab = self.cloud.lab
         existing = lab.vms()
@@ -453,6 +605,12 @@ class Tenant:
             if name in existing:
                 with contextlib.suppress(Exception):
                     await lab.del_vm(name)
+        for fip_id in self.floatingips:
+            with contextlib.suppress(ApiError):
+                await self.cloud.api("DELETE", f"/floatingips/{fip_id}")
+        for router_id in list(self.routers):
+            with contextlib.suppress(ApiError):
+                await self.delete_router(router_id)
         for kind, ids in (
             ("ports", self.ports),
             ("security-groups", self.groups),

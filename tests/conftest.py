@@ -4,7 +4,9 @@
 3-host lab with real kumonet-agents (random prefix, torn down at the end of
 the session even when tests fail; logs copied to ``$KUMONET_CLOUD_LOGS`` when
 set). ``tenant`` (function) gives a test its own project on it and removes
-what the test made. See ``tests/cloud.py``.
+what the test made. ``l3_cloud`` (session) is another such cloud whose
+host1 and host2 are L3 hosts (routers, the external network 203.0.113.0/24),
+made only when a test asks for it. See ``tests/cloud.py``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,17 @@ def cloud() -> Iterator[Cloud]:
     prefix = "c" + secrets.token_hex(3)[:5]
     logs = os.environ.get("KUMONET_CLOUD_LOGS")
     with running_cloud(prefix, 3, keep_logs=Path(logs) if logs else None) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="session")
+def l3_cloud() -> Iterator[Cloud]:
+    reason = cloud_unavailable()
+    if reason:
+        pytest.skip(reason)
+    prefix = "d" + secrets.token_hex(3)[:5]
+    logs = os.environ.get("KUMONET_CLOUD_LOGS")
+    with running_cloud(prefix, 3, l3_hosts=2, keep_logs=Path(logs) if logs else None) as shared:
         yield shared
 
 
