@@ -85,7 +85,13 @@ class Agent:
             "hosts": asyncio.Event(),
             "ha_states": asyncio.Event(),
         }
-        self.l3 = L3Role(config, client, self.mirror) if config.l3_agent else None
+        self.l3 = (
+            L3Role(config, client, self.mirror, on_local_state=self._dirty.set)
+            if config.l3_agent
+            else None
+        )
+        self._router_ports_here: frozenset[str] = frozenset()  # of the current pass
+        self._announced: frozenset[str] = frozenset()  # router ports local after the last pass
         self._facts = HostFacts(host=config.host)
         self._intent = Intent()
         self._reported: dict[str, tuple[str, str]] = {}  # port → (status, host) in flight/done
@@ -317,13 +323,20 @@ class Agent:
         placement host."""
         mirror = self.mirror
         intent = mirror.intent()
-        moved = router_port_hosts(
-            mirror.port_bodies, mirror.routers, mirror.placements, mirror.ha_states
+        where = router_port_hosts(
+            mirror.port_bodies,
+            mirror.routers,
+            mirror.placements,
+            mirror.ha_states,
+            here=self.config.host,
+            local_active=self.l3.local_active if self.l3 is not None else None,
         )
+        self._router_ports_here = frozenset(p for p, h in where.items() if h == self.config.host)
+        moved = {p: h for p, h in where.items() if p in intent.ports and intent.ports[p].host != h}
         unbound = [
             port_id
             for port_id in facts.local_ofports
-            if port_id in intent.ports and not intent.ports[port_id].host and port_id not in moved
+            if port_id in intent.ports and not intent.ports[port_id].host and port_id not in where
         ]
         if not unbound and not moved:
             return intent
@@ -332,8 +345,7 @@ class Agent:
             ports[port_id] = dataclasses.replace(ports[port_id], host=self.config.host)
         # Router ports live where their router is active (or placed), on every host.
         for port_id, host in moved.items():
-            if port_id in ports:
-                ports[port_id] = dataclasses.replace(ports[port_id], host=host)
+            ports[port_id] = dataclasses.replace(ports[port_id], host=host)
         return dataclasses.replace(intent, ports=ports)
 
     async def reconcile_once(self) -> HostPlan:
@@ -366,6 +378,13 @@ class Agent:
             self._installed[bridge_name] = dict.fromkeys(desired, 1)
         if port_plan.remove:
             await self.ovsdb.apply_port_plan(PortPlan(remove=port_plan.remove))
+        # Router ports that just became local (a failover to here): the flows now
+        # pass their traffic, so announce their addresses now; keepalived's own
+        # gratuitous ARPs, sent at the transition, may have met no flow yet.
+        here = self._router_ports_here
+        if self.l3 is not None and here - self._announced:
+            self.l3.announce(here - self._announced)
+        self._announced = here
         self._facts, self._intent = facts, intent
         # Reported by its own task: the next pass never waits for the servers.
         self._report_due.set()

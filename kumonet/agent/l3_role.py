@@ -21,15 +21,17 @@ since a new lease drops the states stored under the old one.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kumonet.agent.config import AgentConfig
 from kumonet.agent.mirror import IntentMirror
 from kumonet.agent.server_client import ServerClient, ServerUnavailable
 from kumonet.l3.command import L3CommandError
+from kumonet.l3.garp import announce
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.l3.intent import RouterIntent, RouterIntentError, router_from_neutron
 from kumonet.l3.interface import OvsVethDriver
@@ -44,8 +46,20 @@ L3_ERRORS = (L3CommandError, KeepalivedError, OSError)
 
 
 class L3Role:
-    def __init__(self, config: AgentConfig, client: ServerClient, mirror: IntentMirror) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        client: ServerClient,
+        mirror: IntentMirror,
+        *,
+        on_local_state: Callable[[], None] = lambda: None,
+    ) -> None:
         self.config = config
+        # Told when a router's role here changed (the L2 side recompiles at once).
+        self._on_local_state = on_local_state
+        # router → active here? From keepalived directly, ahead of the servers' echo.
+        self.local_active: dict[str, bool] = {}
+        self._announcing: set[asyncio.Task[None]] = set()
         self.client = client
         self.mirror = mirror
         self.settings = L3Settings(
@@ -96,7 +110,44 @@ class L3Role:
         now = time.monotonic()
         for router_id, state in states.items():
             self._pending.setdefault(router_id, (state, now))
+            self.local_active.setdefault(router_id, state is RouterHAState.ACTIVE)
         self._report_due.set()
+        self._on_local_state()
+
+    def announce(self, port_ids: Iterable[str]) -> None:
+        """Gratuitous ARPs for the addresses of these router ports (just made
+        local here by a flow update), sent by a task of their own."""
+        by_router: dict[str, set[str]] = {}
+        for port_id in port_ids:
+            body = self.mirror.port_bodies.get(port_id) or {}
+            router_id = str(body.get("device_id") or "")
+            if router_id in self._applied:
+                by_router.setdefault(router_id, set()).add(port_id)
+        for router_id, ports in by_router.items():
+            if self.local_active.get(router_id) is False:
+                continue  # not the master here: it holds none of the addresses
+            task = asyncio.create_task(self._announce(self._applied[router_id], ports))
+            self._announcing.add(task)
+            task.add_done_callback(self._announcing.discard)
+
+    async def _announce(self, intent: RouterIntent, port_ids: set[str]) -> None:
+        if self._l3 is None:
+            return
+        plan = self._l3.plan(intent)
+        addresses = (*plan.addresses, *plan.virtual_addresses)
+        for interface in plan.interfaces:
+            if interface.port_id not in port_ids or interface.kind == "ha":
+                continue
+            ips = [
+                str(ipaddress.ip_interface(a.cidr).ip)
+                for a in addresses
+                if a.device == interface.name
+            ]
+            try:
+                await announce(plan.namespace, interface.name, interface.mac, ips)
+            except L3_ERRORS as error:
+                LOG.warning("gratuitous ARPs from %s failed: %s", interface.name, error)
+        LOG.info("announced router %s's addresses after its flow update", intent.id)
 
     async def run(self, config_loaded: asyncio.Event) -> None:
         async with L3Host(self.settings, self.driver, on_ha_state=self._on_ha_state) as l3:
@@ -190,6 +241,7 @@ class L3Role:
                 continue  # placed but momentarily incomplete: leave it running
             await l3.remove(router_id)
             del self._applied[router_id]
+            self.local_active.pop(router_id, None)
             changed.append(f"-{router_id}")
         for router_id, intent in sorted(wanted.items()):
             if self._applied.get(router_id) == intent:
@@ -210,6 +262,10 @@ class L3Role:
         LOG.info("router %s is now %s here", router_id, state.value)
         self._pending[router_id] = (state, time.monotonic())
         self._report_due.set()
+        active = state is RouterHAState.ACTIVE
+        if self.local_active.get(router_id) != active:
+            self.local_active[router_id] = active
+            self._on_local_state()
 
     async def _report_loop(self) -> None:
         while True:

@@ -11,6 +11,12 @@ has not expired yet) the most recent transition wins: the HA state key's
 
 A non-HA router's ports live on its placement host. ``ha-`` ports (one per
 host, bound to it) are ordinary per-host ports and are left alone.
+
+An L3 host knows its own transitions before the servers echo them back
+(``local_active``): a router that just became active here is compiled as
+local at once, so its ports pass traffic (and the gratuitous ARPs sent after
+the flow update) without waiting for the round trip; one that just left
+active here is no longer compiled here even if the servers still say so.
 """
 
 from __future__ import annotations
@@ -31,10 +37,14 @@ ROUTER_PORT_OWNERS = frozenset(
 ACTIVE = "active"
 
 
-def active_host(states: Mapping[str, HaReport] | None) -> str | None:
+def active_host(
+    states: Mapping[str, HaReport] | None, *, excluding: str | None = None
+) -> str | None:
     """The host the router is active on; the latest transition to active wins."""
     best: tuple[int, str] | None = None
     for host, report in (states or {}).items():
+        if host == excluding:
+            continue
         if report.state == ACTIVE and (best is None or (report.revision, host) > best):
             best = (report.revision, host)
     return best[1] if best else None
@@ -45,8 +55,12 @@ def router_port_hosts(
     routers: Mapping[str, Mapping[str, Any]],
     placements: Mapping[str, frozenset[str]],
     ha_states: Mapping[str, Mapping[str, HaReport]],
+    *,
+    here: str = "",
+    local_active: Mapping[str, bool] | None = None,
 ) -> dict[str, str]:
-    """port id → the host its router port lives on (only ports that move)."""
+    """port id → the host its router port lives on (where it is known)."""
+    local_active = local_active or {}
     where: dict[str, str] = {}
     for port_id, body in port_bodies.items():
         if body.get("device_owner") not in ROUTER_PORT_OWNERS:
@@ -56,10 +70,15 @@ def router_port_hosts(
         if router is None:
             continue
         if router.get("ha"):
-            host = active_host(ha_states.get(router_id))
+            mine = local_active.get(router_id)
+            if mine:
+                host: str | None = here
+            else:
+                states = ha_states.get(router_id)
+                host = active_host(states, excluding=here if mine is False else None)
         else:
             hosts = sorted(placements.get(router_id, ()))
             host = hosts[0] if len(hosts) == 1 else None
-        if host and host != (body.get("binding:host_id") or ""):
+        if host:
             where[port_id] = host
     return where
