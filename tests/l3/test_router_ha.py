@@ -190,9 +190,12 @@ async def test_ha_router_fails_over_and_recovers(netlab: NetLab) -> None:
         ).changed
 
         # 2. The master's links are cut: it goes to FAULT, the other takes over.
+        #    Also a connection through SNAT (stateful: the new master has no entry).
         server = TcpServer(vm, VM_IP, 7012)
+        snat_server = TcpServer(ext, EXTERNAL_IP, 7013)
         try:
             talk = TcpTalk(ext, FLOATING_IP, 7012, seconds=5)
+            snat_talk = TcpTalk(vm2, EXTERNAL_IP, 7013, seconds=5)
             train = PingTrain(ext, FLOATING_IP, seconds=5)
             await asyncio.sleep(1.5)
             cut_at = time.monotonic()
@@ -201,14 +204,17 @@ async def test_ha_router_fails_over_and_recovers(netlab: NetLab) -> None:
             await n1.wait_for(FAULT, after=cut_at)
             pings = await asyncio.to_thread(train.result)
             tcp = await asyncio.to_thread(talk.result)
+            snat_tcp = await asyncio.to_thread(snat_talk.result)
         finally:
             server.stop()
+            snat_server.stop()
         print(
             f"links cut: callback after {(took_over - cut_at) * 1000:.0f} ms, "
             f"ping outage {pings.outage_ms:.0f} ms ({pings.lost} lost), "
             f"TCP longest gap {tcp.max_gap_ms:.0f} ms"
         )
         assert tcp.error is None, tcp
+        assert snat_tcp.error is None, snat_tcp
         assert pings.answered_tail(10), pings
 
         # Links back: h1 returns as standby; exactly one active.
