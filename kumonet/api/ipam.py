@@ -4,32 +4,43 @@ cancelled (and the hint re-synced from the store) when it loses a race."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ipaddress
+import logging
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from aiohttp import web
+
 from kumonet.api.repository import neutron_key, neutron_prefix
 from kumonet.model.ipam import AddressHint
 from kumonet.model.subnet import pools_from_json
-from kumonet.store.contract import Store
+from kumonet.store.contract import CompactedError, EventType, Store, StoreUnavailable, WatchEvent
+
+log = logging.getLogger(__name__)
 
 
 def ipam_key(subnet_id: str, address: str) -> str:
     return neutron_key("ipam", subnet_id, address)
 
 
-#: After losing a race on a subnet, picks spread over this many of the lowest
-#: free addresses for a while: several servers allocating from one subnet at
+#: After losing a race on a subnet, picks spread over at least this many of the
+#: lowest free addresses for a while: several servers allocating from one subnet at
 #: once then rarely collide. Without contention the pick is the lowest free.
 CONTENDED_SPREAD = 16
 CONTENTION_SECONDS = 2.0
 
 
 class AddressHints:
-    """Per-server cache; never the source of truth (see kumonet.model.ipam)."""
+    """Per-server cache; never the source of truth (see kumonet.model.ipam).
+
+    While the server runs, a watch of ``ipam/`` keeps the hints current with
+    what other servers allocate and free, so servers sharing a subnet rarely
+    pick an address another has just taken (the store still decides)."""
 
     def __init__(
         self,
@@ -47,6 +58,55 @@ class AddressHints:
         self._contended_until: dict[str, float] = {}
         self._rng = rng or random.Random()
         self._clock = clock
+        self._follower: asyncio.Task[None] | None = None
+
+    # -- following other servers' allocations -------------------------------
+
+    def add_routes(self, app: web.Application) -> None:
+        app.on_startup.append(self._start)
+        app.on_shutdown.append(self._stop)
+
+    async def _start(self, _app: web.Application) -> None:
+        self._follower = asyncio.create_task(self._follow(), name="ipam hints")
+
+    async def _stop(self, _app: web.Application) -> None:
+        task, self._follower = self._follower, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow(self) -> None:
+        prefix = neutron_prefix("ipam")
+        revision: int | None = None
+        while True:
+            try:
+                if revision is None:
+                    revision = await self.store.revision() + 1
+                async for event in self.store.watch(prefix, revision):
+                    revision = event.kv.mod_revision + 1
+                    self._apply(prefix, event)
+            except CompactedError:
+                revision = None
+                for subnet_id in list(self._hints):
+                    self.mark_stale(subnet_id)
+            except StoreUnavailable as error:
+                log.debug("ipam hint watch interrupted: %s", error)
+                await asyncio.sleep(0.5)
+
+    def _apply(self, prefix: str, event: WatchEvent) -> None:
+        subnet_id, _, text = event.kv.key[len(prefix):].partition("/")
+        hint = self._hints.get(subnet_id)
+        if hint is None or not text:
+            return
+        try:
+            address = int(ipaddress.ip_address(text))
+        except ValueError:
+            return
+        if event.type is EventType.DELETE:
+            hint.release(address)
+        elif address not in hint.pending:  # our own in-flight request commits it
+            hint.committed.add(address)
 
     async def _taken(self, subnet_id: str) -> list[int]:
         result = await self.store.range(neutron_prefix("ipam", subnet_id))
@@ -74,7 +134,10 @@ class AddressHints:
     def reserve(self, subnet_id: str, hint: AddressHint) -> int | None:
         """The lowest free address, or a spread pick while the subnet is contended."""
         if self._contended_until.get(subnet_id, 0.0) > self._clock():
-            return hint.reserve_lowest(CONTENDED_SPREAD, self._rng)
+            # Wider with more of this server's requests in flight: other servers
+            # likely have as many, all looking at the same lowest addresses.
+            spread = max(CONTENDED_SPREAD, 4 * len(hint.pending))
+            return hint.reserve_lowest(spread, self._rng)
         return hint.reserve_lowest()
 
     def lost_race(self, subnet_id: str, address: int) -> None:

@@ -108,7 +108,7 @@ def build_api(context: ApiContext,
                     routes=[L3Scheduling(context.store, agents, scheduler),
                             AgentSync(context, hosts, ports), routers,
                             ClusterStatusRoutes(context.store), rescheduling, restconf,
-                            northbound])
+                            northbound, hints])
 
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
