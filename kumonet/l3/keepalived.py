@@ -111,11 +111,15 @@ class KeepalivedProcess:
         pid = self.pid
         if pid is not None and current == config:
             return KeepalivedAction.UNCHANGED
-        _write_atomically(self.files.config, config)
+        # Checked before it replaces the running configuration: a reload of a
+        # rejected file would leave keepalived half-configured.
+        candidate = self.files.config.with_name(self.files.config.name + ".new")
+        candidate.write_text(config)
+        await self._check_config(candidate)
+        candidate.replace(self.files.config)
         if pid is not None:
             os.kill(pid, signal.SIGHUP)
             return KeepalivedAction.RELOADED
-        await self._check_config()
         # keepalived refuses to start while its pid files name a live process, and a
         # killed one can linger as a zombie: they are stale once `pid` said so.
         for path in (self.files.pid, self.files.vrrp_pid):
@@ -124,18 +128,14 @@ class KeepalivedProcess:
         await self._wait_for(lambda: self.pid is not None and self.vrrp_pid is not None, "start")
         return KeepalivedAction.STARTED
 
-    async def _check_config(self) -> None:
+    async def _check_config(self, path: Path) -> None:
         # In the namespace: keepalived checks that the interfaces named exist.
         result = await run(
-            in_namespace(
-                self.namespace, [KEEPALIVED, "--config-test", f"--use-file={self.files.config}"]
-            ),
+            in_namespace(self.namespace, [KEEPALIVED, "--config-test", f"--use-file={path}"]),
             check=False,
         )
         if not result.ok:
-            raise KeepalivedError(
-                f"keepalived rejects {self.files.config}: {result.stderr.strip()}"
-            )
+            raise KeepalivedError(f"keepalived rejects {path}: {result.stderr.strip()}")
 
     async def stop(self, *, grace: float = 5.0) -> None:
         """Stop it cleanly: on SIGTERM the master sends a priority-0 advert, so a
@@ -164,12 +164,6 @@ class KeepalivedProcess:
             if loop.time() > deadline:
                 raise KeepalivedError(f"keepalived for {self.namespace} did not {what}")
             await asyncio.sleep(0.01)
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 class KeepalivedMonitor:

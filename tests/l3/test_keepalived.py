@@ -14,7 +14,12 @@ import pytest
 
 from kumonet.l3.command import run
 from kumonet.l3.ha_state import HaStateWatcher, RouterHAState
-from kumonet.l3.keepalived import KeepalivedAction, KeepalivedMonitor, KeepalivedProcess
+from kumonet.l3.keepalived import (
+    KeepalivedAction,
+    KeepalivedError,
+    KeepalivedMonitor,
+    KeepalivedProcess,
+)
 from kumonet.l3.namespace import delete_namespace, ensure_namespace
 from kumonet.l3.plan import Address, KeepalivedFiles, VrrpSettings, keepalived_conf
 
@@ -71,6 +76,10 @@ async def test_keepalived_lifecycle(namespace: str, tmp_path: Path) -> None:
         assert await process.ensure(_conf(files)) is KeepalivedAction.UNCHANGED
         assert await process.ensure(_conf(files, advert=0.2)) is KeepalivedAction.RELOADED
         assert process.pid == pid and "advert_int 0.2" in files.config.read_text()
+        # A configuration keepalived rejects never replaces the running one.
+        with pytest.raises(KeepalivedError):
+            await process.ensure(_conf(files).replace("interface ha-x", "interface nosuchdev"))
+        assert process.pid == pid and "interface ha-x" in files.config.read_text()
 
         monitor.watch("r1", pid)
         await process.stop()
@@ -96,8 +105,6 @@ async def test_keepalived_lifecycle(namespace: str, tmp_path: Path) -> None:
 
 
 async def test_a_rejected_config_raises(namespace: str, tmp_path: Path) -> None:
-    from kumonet.l3.keepalived import KeepalivedError
-
     files = KeepalivedFiles(tmp_path / "r2")
     process = KeepalivedProcess(files, namespace)
     with pytest.raises(KeepalivedError):
