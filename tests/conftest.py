@@ -50,3 +50,12 @@ async def tenant(cloud: Cloud) -> AsyncIterator[Tenant]:
         yield scope
     finally:
         await scope.close()
+
+
+@pytest.fixture
+async def l3_tenant(l3_cloud: Cloud) -> AsyncIterator[Tenant]:
+    scope = Tenant(l3_cloud)
+    try:
+        yield scope
+    finally:
+        await scope.close()

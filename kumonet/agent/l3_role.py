@@ -11,6 +11,15 @@ leftovers of routers no longer wanted). An unchanged router is never
 re-applied, and ``L3Host.apply`` itself leaves a running keepalived alone
 when its configuration did not change: an agent restart causes no failover.
 
+Split brain (a master cut from the others while its agent still reaches the
+servers): when the servers show another host active more recently than this
+host's own active report, this host's keepalived is reloaded with a lower
+priority (`DemotingL3Host`). It stays master while cut off (nobody hears it),
+and when the partition heals it yields to the newer master instead of
+winning VRRP's tie-break by its higher address: the failed host comes back as
+standby, as after the other failure kinds. Back to standby, its priority is
+restored (``nopreempt`` keeps it standby).
+
 VRRP transitions arrive through ``on_ha_state`` (keepalived's notify FIFO, read
 on the event loop) and are sent at once by their own task to
 ``PUT /v1/agent/routers/{id}/ha_state``; a report that fails is retried with the
@@ -21,6 +30,7 @@ since a new lease drops the states stored under the old one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import time
@@ -29,6 +39,7 @@ from typing import Any
 
 from kumonet.agent.config import AgentConfig
 from kumonet.agent.mirror import IntentMirror
+from kumonet.agent.router_hosts import ACTIVE
 from kumonet.agent.server_client import ServerClient, ServerUnavailable
 from kumonet.l3.command import L3CommandError
 from kumonet.l3.garp import announce
@@ -36,13 +47,33 @@ from kumonet.l3.ha_state import RouterHAState
 from kumonet.l3.intent import RouterIntent, RouterIntentError, router_from_neutron
 from kumonet.l3.interface import OvsVethDriver
 from kumonet.l3.keepalived import KeepalivedError
-from kumonet.l3.plan import L3Settings, VrrpSettings
+from kumonet.l3.plan import L3Settings, RouterPlan, VrrpSettings, plan_router
 from kumonet.l3.router import L3Host
 
 LOG = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.5
 L3_ERRORS = (L3CommandError, KeepalivedError, OSError)
+#: How far a stale master's VRRP priority drops (any drop makes it yield).
+DEMOTION = 10
+
+
+class DemotingL3Host(L3Host):
+    """`L3Host` whose routers in ``demoted`` get a lower VRRP priority."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.demoted: set[str] = set()
+        vrrp = self.settings.vrrp
+        self._demoted_settings = dataclasses.replace(
+            self.settings,
+            vrrp=dataclasses.replace(vrrp, priority=max(1, vrrp.priority - DEMOTION)),
+        )
+
+    def plan(self, intent: RouterIntent) -> RouterPlan:
+        if intent.id in self.demoted:
+            return plan_router(intent, self._demoted_settings)
+        return super().plan(intent)
 
 
 class L3Role:
@@ -73,7 +104,7 @@ class L3Role:
         self._applied: dict[str, RouterIntent] = {}
         self._pending: dict[str, tuple[RouterHAState, float]] = {}  # router → (state, since)
         self._report_due = asyncio.Event()
-        self._l3: L3Host | None = None
+        self._l3: DemotingL3Host | None = None
         self.passes = 0
         self.ready = asyncio.Event()  # set after the first reconciliation
 
@@ -150,7 +181,8 @@ class L3Role:
         LOG.info("announced router %s's addresses after its flow update", intent.id)
 
     async def run(self, config_loaded: asyncio.Event) -> None:
-        async with L3Host(self.settings, self.driver, on_ha_state=self._on_ha_state) as l3:
+        l3 = DemotingL3Host(self.settings, self.driver, on_ha_state=self._on_ha_state)
+        async with l3:
             self._l3 = l3
             try:
                 async with asyncio.TaskGroup() as tasks:
@@ -195,7 +227,7 @@ class L3Role:
                 LOG.info("router %s not buildable yet: %s", router_id, error)
         return intents
 
-    async def _sync_loop(self, l3: L3Host, config_loaded: asyncio.Event) -> None:
+    async def _sync_loop(self, l3: DemotingL3Host, config_loaded: asyncio.Event) -> None:
         await config_loaded.wait()
         self._dirty.set()
         while True:
@@ -224,9 +256,38 @@ class L3Role:
                     (time.perf_counter() - started) * 1000,
                 )
 
-    async def _sync(self, l3: L3Host, resync: bool) -> list[str]:
+    def stale_masters(self) -> set[str]:
+        """Routers active here while the servers show a later transition to
+        active on another host (split brain: this host was cut off)."""
+        here = self.config.host
+        stale = set()
+        for router_id, active in self.local_active.items():
+            states = self.mirror.ha_states.get(router_id, {})
+            mine = states.get(here)
+            if not active or mine is None or mine.state != ACTIVE:
+                continue
+            if any(
+                host != here and report.state == ACTIVE and report.revision > mine.revision
+                for host, report in states.items()
+            ):
+                stale.add(router_id)
+        return stale
+
+    async def _sync(self, l3: DemotingL3Host, resync: bool) -> list[str]:
         wanted = self.wanted()
         changed: list[str] = []
+        stale = self.stale_masters()
+        # Demoted until back to standby here (then ``nopreempt`` holds it there).
+        demoted = (l3.demoted | stale) - {r for r, a in self.local_active.items() if not a}
+        demoted &= set(wanted)
+        redo = demoted ^ l3.demoted
+        if redo:
+            LOG.warning(
+                "VRRP priority %s for routers %s (split brain: a newer master elsewhere)",
+                "lowered" if demoted - l3.demoted else "restored",
+                ", ".join(sorted(redo)),
+            )
+        l3.demoted = demoted
         if resync:
             # Routers placed here but not buildable yet are not removed: keep
             # what runs until their intent is complete.
@@ -244,7 +305,7 @@ class L3Role:
             self.local_active.pop(router_id, None)
             changed.append(f"-{router_id}")
         for router_id, intent in sorted(wanted.items()):
-            if self._applied.get(router_id) == intent:
+            if self._applied.get(router_id) == intent and router_id not in redo:
                 continue
             report = await l3.apply(intent)
             self._applied[router_id] = intent

@@ -172,7 +172,7 @@ class IntentMirror:
             states[host] = HaReport(str(state), revision)
             # A re-report of the same state (new lease) moves no port.
             changed |= previous is None or previous.state != state
-        return Change(intent_changed=changed)
+        return Change(intent_changed=changed, routers_changed=changed)
 
     def apply_hosts(self, changes: Iterable[tuple[str, Any]]) -> Change:
         changed = False

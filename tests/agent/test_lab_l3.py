@@ -1,0 +1,284 @@
+"""Issue 6 end to end: routers on the lab cloud (``l3_cloud``: kumonet-server,
+real kumonet-agents, host1 and host2 L3 hosts, host3 a compute host, the
+upstream 203.0.113.1 on the flat external network).
+
+Seed 002 is built through the API once for the module (``seed``): ext-net,
+demo-net 192.168.1.0/24, an HA router with interface and gateway, ICMP and
+TCP 22 allowed, a VM on host3 and a floating IP. The failover tests then
+fail the master three ways while the upstream pings the floating IP every
+50 ms and keeps a TCP connection to the VM's port 22 open through it; the
+outage is printed (measured, not asserted: ``bench/failover_bench.py`` holds
+the figures to their targets). The last test of the module removes the
+router and checks that nothing of it is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from kumonet.lab.command import run
+from kumonet.lab.process import netns_list
+from kumonet.lab.state import VmRecord
+from tests.cloud import Cloud, Network, Tenant, UdpSink, eventually, fixed_ip, send_udp
+
+pytestmark = [pytest.mark.lab, pytest.mark.slow]
+
+SSH = 22
+
+
+@dataclass
+class Seed:
+    tenant: Tenant
+    net: Network
+    router_id: str
+    gateway_ip: str  # the router's address on ext-net (203.0.113.101 on a fresh cloud)
+    vm: VmRecord
+    fip: str
+    fip_id: str
+
+
+async def router_addresses(cloud: Cloud, host: str, router_id: str) -> set[str]:
+    result = await cloud.lab.router_exec(
+        host, router_id, ["ip", "-4", "-o", "addr", "show"], check=False
+    )
+    return {line.split()[3].split("/")[0] for line in result.stdout.splitlines()}
+
+
+async def route_to_gateway(cloud: Cloud, vm: str, gateway: str) -> None:
+    await cloud.lab.vm_exec(vm, ["ip", "route", "replace", "default", "via", gateway])
+
+
+async def exactly_one_active(cloud: Cloud, router_id: str) -> str | None:
+    states = await cloud.l3_agents_of(router_id)
+    active = [host for host, state in states.items() if state == "active"]
+    standby = [host for host, state in states.items() if state == "standby"]
+    return active[0] if len(active) == 1 and len(standby) == len(states) - 1 else None
+
+
+async def build_seed(cloud: Cloud, tenant: Tenant) -> Seed:
+    net = await tenant.network("192.168.1.0/24")
+    router = await tenant.router(ha=True)
+    await tenant.add_interface(router["id"], net)
+    router = await tenant.set_gateway(router["id"])
+    gateway_ip = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
+    group = await tenant.default_group()
+    await tenant.rule(group["id"], protocol="icmp")
+    await tenant.rule(group["id"], protocol="tcp", port_range_min=SSH, port_range_max=SSH)
+    vm = await tenant.boot("host3", net, static=True)
+    await route_to_gateway(cloud, vm.name, net.gateway)
+    fip = await tenant.floating_ip(vm.port_id)
+    seed = Seed(tenant, net, router["id"], gateway_ip, vm, fip["floating_ip_address"], fip["id"])
+
+    async def ready() -> bool:
+        master = await exactly_one_active(cloud, seed.router_id)
+        if master is None:
+            return False
+        return {net.gateway, gateway_ip, seed.fip} <= await router_addresses(
+            cloud, master, seed.router_id
+        )
+
+    await eventually(ready, "HA router active with its addresses", time_limit=60)
+    return seed
+
+
+@pytest.fixture(scope="module")
+def seed(l3_cloud: Cloud) -> Iterator[Seed]:
+    tenant = Tenant(l3_cloud)
+    try:
+        yield asyncio.run(build_seed(l3_cloud, tenant))
+    finally:
+        asyncio.run(tenant.close())
+
+
+async def test_l3_agents_registered_with_the_external_bridge(l3_cloud: Cloud) -> None:
+    agents = [a for a in await l3_cloud.agents() if a["agent_type"] == "L3 agent"]
+    assert sorted(a["host"] for a in agents) == ["host1", "host2"]
+    for agent in agents:
+        assert agent["alive"]
+        assert agent["configurations"]["agent_mode"] == "legacy"
+    ovs = {a["host"]: a for a in await l3_cloud.agents() if a["agent_type"] == "Open vSwitch agent"}
+    assert ovs["host1"]["configurations"]["bridge_mappings"] == {"external": "br-ex"}
+
+
+async def test_router_namespaces_on_both_l3_hosts(l3_cloud: Cloud, seed: Seed) -> None:
+    namespaces = set(await netns_list())
+    for host in l3_cloud.l3_hosts:
+        assert l3_cloud.lab.router_netns(host, seed.router_id) in namespaces
+    master = await exactly_one_active(l3_cloud, seed.router_id)
+    assert master is not None
+    (backup,) = set(l3_cloud.l3_hosts) - {master}
+    held = await router_addresses(l3_cloud, master, seed.router_id)
+    assert {"192.168.1.1", seed.gateway_ip, seed.fip} <= held
+    backup_held = await router_addresses(l3_cloud, backup, seed.router_id)
+    assert not {"192.168.1.1", seed.gateway_ip, seed.fip} & backup_held
+    # keepalived's own view agrees with the API.
+    assert {h: s.value for h, s in l3_cloud.lab.router_states(seed.router_id).items()} == {
+        master: "active",
+        backup: "standby",
+    }
+
+
+async def test_vrrp_adverts_come_from_the_master(l3_cloud: Cloud, seed: Seed) -> None:
+    master = await exactly_one_active(l3_cloud, seed.router_id)
+    assert master is not None
+    (backup,) = set(l3_cloud.l3_hosts) - {master}
+    master_ha = {
+        a
+        for a in await router_addresses(l3_cloud, master, seed.router_id)
+        if a.startswith("169.254.19")
+    }
+    links = await l3_cloud.lab.router_exec(backup, seed.router_id, ["ip", "-o", "link"])
+    ha = next(w.split("@")[0] for w in links.stdout.split() if w.startswith("ha-"))
+    capture = await l3_cloud.lab.router_exec(
+        backup,
+        seed.router_id,
+        ["timeout", "5", "tcpdump", "-c", "3", "-nli", ha, "ip proto 112"],
+        check=False,
+    )
+    sources = {line.split()[2] for line in capture.stdout.splitlines() if " > " in line}
+    assert sources and sources <= master_ha, capture.stdout + capture.stderr
+
+
+async def test_upstream_reaches_gateway_and_floating_ip(l3_cloud: Cloud, seed: Seed) -> None:
+    assert await l3_cloud.lab.external_ping(seed.gateway_ip)
+    assert await l3_cloud.lab.external_ping(seed.fip)
+
+
+async def test_vm_reaches_upstream_through_snat(l3_cloud: Cloud, seed: Seed) -> None:
+    assert await l3_cloud.lab.ping(seed.vm.name, "203.0.113.1")
+    # A VM without a floating IP leaves as the router's gateway address; this
+    # one has a floating IP, so it leaves as that (1:1 NAT, Neutron's rule).
+    async with UdpSink(l3_cloud.lab.layout.external_netns, 5401) as sink:
+        token, _ = await send_udp(seed.vm.netns, "203.0.113.1", 5401)
+        await eventually(lambda: _arrived(sink, token), "UDP at the upstream")
+        assert set(sink.got(token)) == {seed.fip}
+
+
+async def _arrived(sink: UdpSink, token: str) -> bool:
+    return bool(sink.got(token))
+
+
+@pytest.mark.parametrize("how", ["agent", "link", "host"])
+async def test_failover(l3_cloud: Cloud, seed: Seed, how: str) -> None:
+    lab = l3_cloud.lab
+    master = await exactly_one_active(l3_cloud, seed.router_id)
+    assert master is not None
+    (backup,) = set(l3_cloud.l3_hosts) - {master}
+    async with (
+        lab.external_pinger(seed.fip) as pinger,
+        lab.echo_server(seed.vm.name, port=SSH),
+        lab.external_tcp_stream(seed.fip, SSH) as stream,
+    ):
+        await pinger.wait_for_replies(10)
+        failure = await lab.fail_host(master, how)
+        try:
+            await pinger.wait_for_replies(20, after=failure.at)
+
+            async def flipped() -> bool:
+                return (await l3_cloud.l3_agents_of(seed.router_id)).get(backup) == "active"
+
+            await eventually(flipped, f"{backup} active in the API after {how} failure")
+            assert not stream.broken
+        finally:
+            await lab.recover_host(master)
+    print(f"\n{how}: {pinger.report.describe()}\n{how}: {stream.report.describe()}")
+    assert not stream.report.broken, stream.report.describe()
+
+    # Recovery: the failed host comes back as standby (no preemption), and the
+    # state settles with exactly one active.
+    async def settled() -> bool:
+        return await exactly_one_active(l3_cloud, seed.router_id) == backup
+
+    await eventually(settled, f"{master} back as standby", time_limit=30)
+    await asyncio.sleep(2 * l3_cloud.report_interval)
+    assert await exactly_one_active(l3_cloud, seed.router_id) == backup, "flapped after recovery"
+    assert await l3_cloud.lab.external_ping(seed.fip)
+
+
+async def test_router_removal_cleans_up(l3_cloud: Cloud, seed: Seed) -> None:
+    cloud, tenant, router_id = l3_cloud, seed.tenant, seed.router_id
+    await tenant.associate(seed.fip_id, None)
+    await tenant.remove_interface(router_id, seed.net)
+    await tenant.clear_gateway(router_id)
+    await cloud.api("DELETE", f"/routers/{router_id}")
+    tenant.routers.remove(router_id)
+
+    async def gone() -> bool:
+        namespaces = set(await netns_list())
+        if any(cloud.lab.router_netns(h, router_id) in namespaces for h in cloud.l3_hosts):
+            return False
+        keepalived = await run(["pgrep", "-f", f"ha_confs/{router_id}/"], check=False)
+        return not keepalived.stdout.strip()
+
+    await eventually(gone, "router namespaces and keepalived removed", time_limit=30)
+    ports = (await cloud.api("GET", f"/ports?device_id={router_id}"))["ports"]
+    assert ports == []
+    ha_networks = (await cloud.api("GET", f"/networks?name=HA network tenant {tenant.project}"))[
+        "networks"
+    ]
+    assert ha_networks == []
+
+
+# -- non-HA routers --------------------------------------------------------------
+
+
+async def test_legacy_router_two_subnets_fips_and_routes(
+    l3_cloud: Cloud, l3_tenant: Tenant
+) -> None:
+    cloud, tenant = l3_cloud, l3_tenant
+    a = await tenant.network("10.71.0.0/24")
+    b = await tenant.network("10.72.0.0/24")
+    router = await tenant.router(ha=False)
+    rid = router["id"]
+    await tenant.add_interface(rid, a)
+    await tenant.add_interface(rid, b)
+    await tenant.set_gateway(rid)
+    group = await tenant.default_group()
+    await tenant.rule(group["id"], protocol="icmp")
+    await tenant.rule(group["id"], protocol="udp")
+    vm_a = await tenant.boot("host3", a, static=True)
+    vm_b = await tenant.boot("host2", b, static=True)
+    vm_c = await tenant.boot("host3", a, static=True)
+    for vm, net in ((vm_a, a), (vm_b, b), (vm_c, a)):
+        await route_to_gateway(cloud, vm.name, net.gateway)
+    (host,) = (await cloud.l3_agents_of(rid)).keys()
+
+    # Two subnets behind one router reach each other.
+    assert await cloud.lab.ping(vm_a.name, fixed_ip(vm_b), attempts=30)
+    assert await cloud.lab.ping(vm_b.name, fixed_ip(vm_a))
+
+    # Floating IP: associate, re-associate, disassociate.
+    fip = await tenant.floating_ip(vm_a.port_id)
+    address = fip["floating_ip_address"]
+    assert await cloud.lab.external_ping(address)
+    await tenant.associate(fip["id"], vm_c.port_id)
+
+    async def answered_by(vm: VmRecord) -> bool:
+        async with UdpSink(vm.netns, 5402) as sink:
+            token, _ = await send_udp(cloud.lab.layout.external_netns, address, 5402, count=3)
+            return bool(sink.got(token))
+
+    await eventually(lambda: answered_by(vm_c), "re-associated floating IP reaches the new VM")
+    assert not await answered_by(vm_a)
+    await tenant.associate(fip["id"], None)
+
+    async def released() -> bool:
+        return address not in await router_addresses(cloud, host, rid)
+
+    await eventually(released, "floating IP released by the router")
+    assert not await cloud.lab.external_ping(address, attempts=2, wait=0.5)
+
+    # Extra routes land in the router's namespace.
+    nexthop = fixed_ip(vm_c)
+    await tenant.update_router(rid, routes=[{"destination": "10.99.0.0/24", "nexthop": nexthop}])
+
+    async def routed() -> bool:
+        result = await cloud.lab.router_exec(host, rid, ["ip", "-4", "route"], check=False)
+        return f"10.99.0.0/24 via {nexthop}" in result.stdout
+
+    await eventually(routed, "extra route in the router")
+    await tenant.update_router(rid, routes=[])
