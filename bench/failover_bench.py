@@ -1,0 +1,236 @@
+"""Routers on the lab: HA failover outage, router bring-up and floating IP
+associate, each to traffic.
+
+On a cloud of its own (``tests/cloud.py``: kumonet-server, real agents,
+host1/host2 L3 hosts, host3 a compute host), seed 002 is built through the
+API: demo-net, an HA router with interface and gateway, a VM on host3, a
+floating IP. Then:
+
+- router bring-up: with the VM already pinging 203.0.113.1 every 10 ms, the
+  time from ``POST /routers`` (HA, then interface, then gateway) to the first
+  reply; ``--bringups`` times (a fresh router each time);
+- floating IP associate: with the upstream pinging the floating IP every
+  10 ms, the time from the ``PUT`` associating it to the first reply, then
+  disassociated; ``--associates`` times;
+- failover: for each kind (``agent``: keepalived and agent killed; ``link``:
+  the master's links cut; ``host``: its OVS, agent and everything stopped),
+  ``--runs`` times: the upstream pings the floating IP every 50 ms and keeps a
+  TCP connection to the VM through it; the master fails; the outage is the
+  longest time without a reply, less one interval (``kumonet.lab.outage``);
+  the failed host is recovered and must settle as standby before the next
+  run.
+
+    .venv/bin/python bench/failover_bench.py [--runs 10] [--kinds agent,link,host]
+
+Targets (issue 6): outage <= 1 s max and <= 0.5 s median for agent and link;
+floating IP associate to traffic <= 300 ms. Anchors: Neutron L3 HA ~6.8 s,
+OVN with BFD ~3 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kumonet.lab.outage import Pinger
+from tests.cloud import Cloud, Network, Tenant, eventually, running_cloud
+
+SSH = 22
+FAST = 0.01  # s between pings when timing a change to traffic
+TARGET_MAX = 1.0
+TARGET_MEDIAN = 0.5
+TARGET_ASSOCIATE = 0.3
+
+
+@dataclass
+class Figures:
+    outages: dict[str, list[float]] = field(default_factory=dict)
+    tcp_outages: dict[str, list[float]] = field(default_factory=dict)
+    broken: dict[str, int] = field(default_factory=dict)
+    bringups: list[float] = field(default_factory=list)
+    associates: list[float] = field(default_factory=list)
+
+
+async def first_reply_after(pinger: Pinger, since: float, time_limit: float = 30.0) -> float:
+    """Seconds from ``since`` (wall clock) to the first reply after it."""
+    deadline = time.monotonic() + time_limit
+    while time.monotonic() < deadline:
+        later = [r.at for r in pinger.snapshot().replies if r.at > since]
+        if later:
+            return min(later) - since
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"no reply within {time_limit} s")
+
+
+async def one_active(cloud: Cloud, router_id: str) -> str | None:
+    states = await cloud.l3_agents_of(router_id)
+    active = [h for h, s in states.items() if s == "active"]
+    return (
+        active[0]
+        if len(active) == 1 and len(states) - 1 == sum(1 for s in states.values() if s == "standby")
+        else None
+    )
+
+
+async def wait_for(check: Callable[[], Awaitable[bool]], what: str, limit: float = 60) -> None:
+    await eventually(check, what, time_limit=limit)
+
+
+async def bringup(cloud: Cloud, tenant: Tenant, net: Network, vm: str, runs: int) -> list[float]:
+    """Router create + interface + gateway → the VM's first reply from upstream."""
+    times = []
+    for _ in range(runs):
+        async with Pinger(cloud.lab.vm(vm).netns, "203.0.113.1", interval=FAST) as pinger:
+            started = time.time()
+            router = await tenant.router(ha=True)
+            await tenant.add_interface(router["id"], net)
+            await tenant.set_gateway(router["id"])
+            times.append(await first_reply_after(pinger, started))
+        await tenant.delete_router(router["id"])
+        await asyncio.sleep(1)  # the HA network goes with the project's last HA router
+    return times
+
+
+async def associate(cloud: Cloud, tenant: Tenant, vm_port: str, runs: int) -> list[float]:
+    fip = await tenant.floating_ip()
+    address = fip["floating_ip_address"]
+    times = []
+    for _ in range(runs):
+        async with Pinger(cloud.lab.layout.external_netns, address, interval=FAST) as pinger:
+            started = time.time()
+            await tenant.associate(fip["id"], vm_port)
+            times.append(await first_reply_after(pinger, started))
+        await tenant.associate(fip["id"], None)
+        await asyncio.sleep(1)
+    return times
+
+
+async def failovers(
+    cloud: Cloud, router_id: str, fip: str, vm: str, kind: str, runs: int, figures: Figures
+) -> None:
+    lab = cloud.lab
+    for run in range(runs):
+        master = await one_active(cloud, router_id)
+        assert master is not None
+        (backup,) = set(cloud.l3_hosts) - {master}
+        async with (
+            lab.external_pinger(fip) as pinger,
+            lab.echo_server(vm, port=SSH),
+            lab.external_tcp_stream(fip, SSH) as stream,
+        ):
+            await pinger.wait_for_replies(10)
+            failure = await lab.fail_host(master, kind)
+            try:
+                await pinger.wait_for_replies(20, after=failure.at)
+                await asyncio.sleep(0.5)
+            finally:
+                await lab.recover_host(master)
+        report, tcp = pinger.report, stream.report
+        figures.outages.setdefault(kind, []).append(report.outage)
+        figures.tcp_outages.setdefault(kind, []).append(tcp.outage)
+        figures.broken[kind] = figures.broken.get(kind, 0) + int(tcp.broken)
+        print(
+            f"  {kind} #{run + 1} {master}->{backup}: ping outage {report.outage * 1000:.0f} ms"
+            f" ({report.lost} lost), TCP {tcp.outage * 1000:.0f} ms"
+            f" {'BROKEN' if tcp.broken else 'survived'}",
+            flush=True,
+        )
+
+        async def settled(backup: str = backup) -> bool:
+            return await one_active(cloud, router_id) == backup
+
+        await wait_for(settled, f"{master} back as standby")
+        await asyncio.sleep(2 * cloud.report_interval)
+
+
+async def main_async(cloud: Cloud, args: argparse.Namespace) -> Figures:
+    figures = Figures()
+    tenant = Tenant(cloud)
+    try:
+        net = await tenant.network("192.168.1.0/24")
+        group = await tenant.default_group()
+        await tenant.rule(group["id"], protocol="icmp")
+        await tenant.rule(group["id"], protocol="tcp", port_range_min=SSH, port_range_max=SSH)
+        vm = await tenant.boot("host3", net, static=True)
+        await cloud.lab.vm_exec(vm.name, ["ip", "route", "add", "default", "via", net.gateway])
+        if args.bringups:
+            print(f"router create + interface + gateway -> traffic, {args.bringups}x", flush=True)
+            figures.bringups = await bringup(cloud, tenant, net, vm.name, args.bringups)
+        router = await tenant.router(ha=True)
+        await tenant.add_interface(router["id"], net)
+        await tenant.set_gateway(router["id"])
+        await wait_for(lambda: _active(cloud, router["id"]), "HA router active")
+        if args.associates:
+            print(f"floating IP associate -> traffic, {args.associates}x", flush=True)
+            figures.associates = await associate(cloud, tenant, vm.port_id, args.associates)
+        fip = (await tenant.floating_ip(vm.port_id))["floating_ip_address"]
+        assert await cloud.lab.external_ping(fip)
+        for kind in args.kinds:
+            print(f"failover by {kind}, {args.runs}x", flush=True)
+            await failovers(cloud, router["id"], fip, vm.name, kind, args.runs, figures)
+    finally:
+        await tenant.close()
+    return figures
+
+
+async def _active(cloud: Cloud, router_id: str) -> bool:
+    return await one_active(cloud, router_id) is not None
+
+
+def _ms(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    return (
+        f"median {statistics.median(values) * 1000:.0f} ms, max {max(values) * 1000:.0f} ms"
+        f" (n={len(values)})"
+    )
+
+
+def report(figures: Figures) -> None:
+    print("\n== failover outage (ping every 50 ms through the floating IP) ==")
+    for kind, values in figures.outages.items():
+        target = (
+            f"target median <= {TARGET_MEDIAN * 1000:.0f} ms, max <= {TARGET_MAX * 1000:.0f} ms"
+            if kind in ("agent", "link")
+            else "no target"
+        )
+        tcp = figures.tcp_outages.get(kind, [])
+        print(
+            f"{kind:>6}: ping {_ms(values)}; TCP {_ms(tcp)}, broken {figures.broken.get(kind, 0)}"
+            f"  [{target}; Neutron L3 HA ~6800 ms, OVN BFD ~3000 ms]"
+        )
+    print("\n== to traffic ==")
+    print(f"router create + interface + gateway: {_ms(figures.bringups)}")
+    print(
+        f"floating IP associate: {_ms(figures.associates)}"
+        f"  [target <= {TARGET_ASSOCIATE * 1000:.0f} ms]"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=10, help="failovers per kind")
+    parser.add_argument("--kinds", default="agent,link,host")
+    parser.add_argument("--bringups", type=int, default=3)
+    parser.add_argument("--associates", type=int, default=10)
+    parser.add_argument("--keep-logs", type=Path)
+    args = parser.parse_args()
+    args.kinds = [k for k in args.kinds.split(",") if k]
+    prefix = "fb" + secrets.token_hex(2)
+    with running_cloud(prefix, 3, l3_hosts=2, keep_logs=args.keep_logs) as cloud:
+        figures = asyncio.run(main_async(cloud, args))
+    report(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
