@@ -46,7 +46,7 @@ from kumonet.l3.garp import announce
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.l3.intent import RouterIntent, RouterIntentError, router_from_neutron
 from kumonet.l3.interface import OvsVethDriver
-from kumonet.l3.keepalived import KeepalivedError
+from kumonet.l3.keepalived import KeepalivedAction, KeepalivedError
 from kumonet.l3.plan import L3Settings, RouterPlan, VrrpSettings, plan_router
 from kumonet.l3.router import L3Host
 
@@ -105,6 +105,7 @@ class L3Role:
         self._pending: dict[str, tuple[RouterHAState, float]] = {}  # router → (state, since)
         self._report_due = asyncio.Event()
         self._l3: DemotingL3Host | None = None
+        self._started: set[str] = set()  # keepalived started by the last reconcile
         self.passes = 0
         self.ready = asyncio.Event()  # set after the first reconciliation
 
@@ -130,8 +131,10 @@ class L3Role:
             "floating_ips": sum(len(i.floating_ips) for i in self._applied.values()),
         }
 
-    def report_all_states(self) -> None:
-        """Queue every known HA state (after a registration: a new lease)."""
+    def report_all_states(self, *, skip: Iterable[str] = ()) -> None:
+        """Queue every known HA state (after a registration: a new lease).
+        ``skip``: routers whose keepalived was just started, whose state on
+        record is stale (a killed master's file still says active)."""
         if self._l3 is None:
             return
         try:
@@ -139,6 +142,8 @@ class L3Role:
         except RuntimeError:  # not entered yet, or leaving
             return
         now = time.monotonic()
+        for router_id in set(skip):
+            states.pop(router_id, None)
         for router_id, state in states.items():
             self._pending.setdefault(router_id, (state, now))
             self.local_active.setdefault(router_id, state is RouterHAState.ACTIVE)
@@ -246,7 +251,9 @@ class L3Role:
             self.passes += 1
             if resync and not self.ready.is_set():
                 self.ready.set()
-                self.report_all_states()
+                # A keepalived started by this pass reports its own state soon; the
+                # state on record is its killed predecessor's.
+                self.report_all_states(skip=self._started)
             if changed or resync:
                 LOG.info(
                     "routers %s: %d here, %s changed in %.1f ms",
@@ -295,6 +302,11 @@ class L3Role:
             keep_intents = [self._applied[r] for r in keep]
             reports = await l3.reconcile([*wanted.values(), *keep_intents])
             changed = [rid for rid, report in reports.items() if report.changed]
+            self._started = {
+                rid
+                for rid, report in reports.items()
+                if report.keepalived is KeepalivedAction.STARTED
+            }
             self._applied = {**{r: self._applied[r] for r in keep}, **wanted}
             return changed
         for router_id in sorted(set(self._applied) - set(wanted)):
