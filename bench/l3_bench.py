@@ -274,6 +274,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--advert-int", type=float, default=0.1)
+    parser.add_argument(
+        "--failures", default="killed,cut", help="which failures to run, in order (killed,cut)"
+    )
     args = parser.parse_args()
     lab = NetLab.create()
     try:
@@ -287,8 +290,8 @@ async def main() -> None:
             await n2.apply(ports)
             await n2.wait_for(STANDBY, started)
             print(f"advert_int {args.advert_int} s, {args.runs} runs per failure", flush=True)
-            await failover_runs(lab, (n1, n2), ports, "killed", args.runs, 7100)
-            await failover_runs(lab, (n1, n2), ports, "cut", args.runs, 7200)
+            for index, how in enumerate(args.failures.split(",")):
+                await failover_runs(lab, (n1, n2), ports, how, args.runs, 7100 + 100 * index)
             await plan_to_traffic(lab, (n1, n2), ports)
             for node in (n1, n2):
                 await node.l3.remove(ports.router_id)
