@@ -64,3 +64,29 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
 def test_a_physnet_mapped_twice_is_refused() -> None:
     with pytest.raises(ConfigError, match="twice"):
         parse_bridge_mappings("a:br-a,a:br-b")
+
+
+def test_l3_role_settings(tmp_path: Path) -> None:
+    assert not AgentConfig.from_file(write(tmp_path, GOOD)).l3_agent
+    text = GOOD.replace(
+        "[agent]\n",
+        "[agent]\nl3_agent = true\nagent_mode = legacy\nha_vrrp_advert_int = 0.2\n",
+    ).replace("ovs_rundir = /tmp/h1\n", "ovs_rundir = /tmp/h1\nrouter_namespace_prefix = x-\n")
+    config = AgentConfig.from_file(write(tmp_path, text))
+    assert (config.l3_agent, config.agent_mode, config.ha_vrrp_advert_int) == (True, "legacy", 0.2)
+    assert config.router_namespace_prefix == "x-"
+    assert config.l3_state_path == Path("/var/lib/kumonet")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("l3_agent = maybe", "l3_agent"),
+        ("agent_mode = dvr", "no DVR"),
+        ("ha_vrrp_advert_int = 0", "ha_vrrp_advert_int"),
+        ("ha_vrrp_advert_int = often", "ha_vrrp_advert_int"),
+    ],
+)
+def test_bad_l3_settings(tmp_path: Path, line: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        AgentConfig.from_file(write(tmp_path, GOOD.replace("[agent]\n", f"[agent]\n{line}\n")))

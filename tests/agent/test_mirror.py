@@ -89,3 +89,37 @@ def test_hosts_need_a_tunnel_ip() -> None:
     ).intent_changed
     assert mirror.apply_hosts([("/operational/topology/hosts/host1", None)]).intent_changed
     assert mirror.intent().hosts == {}
+
+
+def test_routers_placements_and_ha_states() -> None:
+    mirror = IntentMirror()
+    change = mirror.reset_config(
+        [
+            ("/config/neutron/routers/r1", {"id": "r1", "ha": True}),
+            ("/config/neutron/l3_placements/r1/host1", {"router_id": "r1", "host": "host1"}),
+            ("/config/neutron/l3_placements/r1/host2", {"router_id": "r1", "host": "host2"}),
+            ("/config/neutron/floatingips/f1", {"id": "f1", "router_id": "r1"}),
+        ]
+    )
+    assert change.routers_changed
+    assert mirror.placements == {"r1": frozenset({"host1", "host2"})}
+    assert mirror.floatingips["f1"]["router_id"] == "r1"
+    change = mirror.apply_config([("/config/neutron/l3_placements/r1/host2", None)])
+    assert change.routers_changed and change.intent_changed
+    assert mirror.placements == {"r1": frozenset({"host1"})}
+    # A router port's change is a router change; a VM port's is not.
+    change = mirror.apply_config([(PORT, port(device_owner="network:router_interface"))])
+    assert change.routers_changed
+    change = mirror.apply_config([(PORT, port(device_owner="compute:nova"))])
+    assert change.routers_changed  # it was a router port before this event
+    change = mirror.apply_config([(PORT, port(device_owner="compute:nova", status="ACTIVE"))])
+    assert not change.routers_changed
+
+    key = "/operational/neutron/l3/r1/host1"
+    change = mirror.reset_ha_states([(key, {"state": "active"}, 7)])
+    assert mirror.ha_states["r1"]["host1"].revision == 7
+    # The same state again (a new lease) moves nothing; a new state does.
+    assert not mirror.apply_ha_states([(key, {"state": "active"}, 9)]).intent_changed
+    assert mirror.apply_ha_states([(key, {"state": "standby"}, 10)]).intent_changed
+    assert mirror.apply_ha_states([(key, None, 11)]).intent_changed
+    assert mirror.ha_states == {}
