@@ -15,8 +15,10 @@ router and checks that nothing of it is left.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -197,6 +199,31 @@ async def test_failover(l3_cloud: Cloud, seed: Seed, how: str) -> None:
     await asyncio.sleep(2 * l3_cloud.report_interval)
     assert await exactly_one_active(l3_cloud, seed.router_id) == backup, "flapped after recovery"
     assert await l3_cloud.lab.external_ping(seed.fip)
+
+
+async def test_agent_restart_causes_no_failover(l3_cloud: Cloud, seed: Seed) -> None:
+    lab = l3_cloud.lab
+    master = await exactly_one_active(l3_cloud, seed.router_id)
+    assert master is not None
+    ha_confs = Path(lab.host(master).dir) / "agent" / "ha_confs" / seed.router_id
+    keepalived = (ha_confs / "keepalived.pid").read_text()
+    log = Path(lab.host(master).dir) / "agent.log"
+    async with lab.external_pinger(seed.fip) as pinger:
+        await pinger.wait_for_replies(5)
+        await l3_cloud.stop_agent(master)
+        mark = log.stat().st_size
+        await l3_cloud.start_agent(master)
+
+        async def reconciled() -> bool:
+            return "routers reconciled" in log.read_text()[mark:]
+
+        await eventually(reconciled, f"{master}'s restarted agent reconciled its routers")
+        await pinger.wait_for_replies(10, after=time.time())
+    # The same keepalived, no transition, no lost packet.
+    assert (ha_confs / "keepalived.pid").read_text() == keepalived
+    assert "is now" not in log.read_text()[mark:]
+    assert await exactly_one_active(l3_cloud, seed.router_id) == master
+    assert pinger.report.lost == 0, pinger.report.describe()
 
 
 async def test_router_removal_cleans_up(l3_cloud: Cloud, seed: Seed) -> None:
