@@ -11,7 +11,9 @@ name: one agent process plays every role of the host), ``[agent] agent_mode``
 (``legacy`` only: no DVR), ``[agent] ha_vrrp_advert_int`` (seconds, Neutron's
 option, default 0.1: see ``kumonet.l3.plan.VrrpSettings``) and
 ``[kumonet] router_namespace_prefix`` (empty on a real host; the lab gives
-each simulated host its own so they can share ``/run/netns``). Router state
+each simulated host its own so they can share ``/run/netns``) and
+``[kumonet] vswitchd_unixctl`` (``ovs-appctl -t`` target, default
+``ovs-vswitchd``). Router state
 (keepalived files) lives under ``[DEFAULT] state_path``.
 """
 
@@ -73,6 +75,10 @@ class AgentConfig:
     agent_mode: str = "legacy"
     router_namespace_prefix: str = ""
     ha_vrrp_advert_int: float = DEFAULT_VRRP_ADVERT_INT
+    # ``ovs-appctl -t`` target of ovs-vswitchd (a name found in OVS_RUNDIR, or
+    # the control socket's path): the L3 role flushes provider bridges' MAC
+    # tables after a failover to here.
+    vswitchd_unixctl: str = "ovs-vswitchd"
 
     @property
     def l3_state_path(self) -> Path:
@@ -165,4 +171,6 @@ class AgentConfig:
             agent_mode=agent_mode,
             router_namespace_prefix=(get("kumonet", "router_namespace_prefix", "") or "").strip(),
             ha_vrrp_advert_int=advert_int,
+            vswitchd_unixctl=(get("kumonet", "vswitchd_unixctl", "") or "").strip()
+            or "ovs-vswitchd",
         )

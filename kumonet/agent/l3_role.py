@@ -41,7 +41,7 @@ from kumonet.agent.config import AgentConfig
 from kumonet.agent.mirror import IntentMirror
 from kumonet.agent.router_hosts import ACTIVE
 from kumonet.agent.server_client import ServerClient, ServerUnavailable
-from kumonet.l3.command import L3CommandError
+from kumonet.l3.command import L3CommandError, run
 from kumonet.l3.garp import announce
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.l3.intent import RouterIntent, RouterIntentError, router_from_neutron
@@ -56,6 +56,11 @@ RETRY_DELAY = 0.5
 L3_ERRORS = (L3CommandError, KeepalivedError, OSError)
 #: How far a stale master's VRRP priority drops (any drop makes it yield).
 DEMOTION = 10
+#: Every host's VRRP priority (equal: ``nopreempt`` and the first election
+#: decide). High, because the backup's master-down timer is 3 adverts plus a
+#: skew of (256 - priority)/256 adverts: 200 waits 0.32 s at 0.1 s adverts where
+#: Neutron's 50 waits 0.38 s.
+VRRP_PRIORITY = 200
 
 
 class DemotingL3Host(L3Host):
@@ -96,7 +101,7 @@ class L3Role:
         self.settings = L3Settings(
             state_path=config.l3_state_path,
             namespace_prefix=config.router_namespace_prefix,
-            vrrp=VrrpSettings(advert_int=config.ha_vrrp_advert_int),
+            vrrp=VrrpSettings(advert_int=config.ha_vrrp_advert_int, priority=VRRP_PRIORITY),
         )
         self.driver = OvsVethDriver(ovsdb=config.ovsdb_connection, bridge=config.integration_bridge)
         self._dirty = asyncio.Event()
@@ -170,6 +175,8 @@ class L3Role:
         if self._l3 is None:
             return
         plan = self._l3.plan(intent)
+        if intent.gateway is not None and intent.gateway.port_id in port_ids:
+            await self._flush_provider_bridges()
         addresses = (*plan.addresses, *plan.virtual_addresses)
         for interface in plan.interfaces:
             if interface.port_id not in port_ids or interface.kind == "ha":
@@ -184,6 +191,25 @@ class L3Role:
             except L3_ERRORS as error:
                 LOG.warning("gratuitous ARPs from %s failed: %s", interface.name, error)
         LOG.info("announced router %s's addresses after its flow update", intent.id)
+
+    async def _flush_provider_bridges(self) -> None:
+        """Forget the provider bridges' learned MACs before announcing.
+
+        br-ex forwards by MAC learning (NORMAL). While another host was master,
+        its refresh ARPs taught this br-ex that the router's gateway MAC lives
+        out on the physical port, so frames from outside to that MAC are
+        dropped here (never sent back out the port they came in by) and the
+        datapath caches the drop. Our gratuitous ARPs pass through datapath
+        flows cached before the flow update and, measured, do not move the
+        entry: traffic stayed dropped until a fresh flow (the router's own ARP
+        for its next hop) did, 0.5 s later. A flush makes the MAC unknown
+        (flooded, so also into br-int) and the ARPs sent next teach it anew.
+        """
+        for bridge in sorted(set(self.config.bridge_mappings.values())):
+            try:
+                await run(["ovs-appctl", "-t", self.config.vswitchd_unixctl, "fdb/flush", bridge])
+            except L3_ERRORS as error:
+                LOG.warning("flushing %s's MAC table failed: %s", bridge, error)
 
     async def run(self, config_loaded: asyncio.Event) -> None:
         l3 = DemotingL3Host(self.settings, self.driver, on_ha_state=self._on_ha_state)
