@@ -37,6 +37,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -51,11 +52,56 @@ TARGET_MEDIAN = 0.5
 TARGET_ASSOCIATE = 0.3
 
 
+STAGES = (
+    ("detect", "VRRP takeover: the new master's keepalived says MASTER"),
+    ("reported", "ha_state report answered by the server"),
+    ("local", "the new master's own flows updated"),
+    ("remote", "the compute host's flows updated"),
+    ("announced", "gratuitous ARPs sent after the flow update"),
+    ("api", "GET /routers/{id}/l3-agents shows the new master active (polled every 20 ms)"),
+)
+
+
+def agent_log(cloud: Cloud, host: str, since: float) -> list[tuple[float, str]]:
+    """(time, message) of the host agent's log lines from ``since`` on."""
+    lines = []
+    path = Path(cloud.lab.host(host).dir) / "agent.log"
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            at = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        except ValueError:
+            continue
+        if at >= since:
+            lines.append((at, line[24:]))
+    return lines
+
+
+def stages(cloud: Cloud, failed_at: float, master: str, compute: str) -> dict[str, float]:
+    """Seconds from the failure to each stage, from the agents' logs."""
+    found: dict[str, float] = {}
+    for at, message in agent_log(cloud, master, failed_at):
+        if "is now active here" in message and "detect" not in found:
+            found["detect"] = at
+        elif "detect" in found:
+            if "reported router" in message and " active " in message:
+                found.setdefault("reported", at)
+            elif "reconciliation" in message:
+                found.setdefault("local", at)
+            elif "announced router" in message:
+                found.setdefault("announced", at)
+    if "detect" in found:
+        for at, message in agent_log(cloud, compute, found["detect"]):
+            if "reconciliation" in message:
+                found.setdefault("remote", at)
+    return {name: at - failed_at for name, at in found.items()}
+
+
 @dataclass
 class Figures:
     outages: dict[str, list[float]] = field(default_factory=dict)
     tcp_outages: dict[str, list[float]] = field(default_factory=dict)
     broken: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     bringups: list[float] = field(default_factory=list)
     associates: list[float] = field(default_factory=list)
 
@@ -83,6 +129,15 @@ async def one_active(cloud: Cloud, router_id: str) -> str | None:
 
 async def wait_for(check: Callable[[], Awaitable[bool]], what: str, limit: float = 60) -> None:
     await eventually(check, what, time_limit=limit)
+
+
+async def api_flip(cloud: Cloud, router_id: str, host: str, flipped: list[float]) -> None:
+    """Append when the API first shows ``host`` active (polled every 20 ms)."""
+    for _ in range(500):
+        if (await cloud.l3_agents_of(router_id)).get(host) == "active":
+            flipped.append(time.time())
+            return
+        await asyncio.sleep(0.02)
 
 
 async def bringup(cloud: Cloud, tenant: Tenant, net: Network, vm: str, runs: int) -> list[float]:
@@ -128,20 +183,32 @@ async def failovers(
             lab.external_tcp_stream(fip, SSH) as stream,
         ):
             await pinger.wait_for_replies(10)
+            flipped: list[float] = []
+            poller = asyncio.create_task(api_flip(cloud, router_id, backup, flipped))
             failure = await lab.fail_host(master, kind)
             try:
                 await pinger.wait_for_replies(20, after=failure.at)
+                await asyncio.wait_for(poller, 10)
                 await asyncio.sleep(0.5)
             finally:
+                poller.cancel()
                 await lab.recover_host(master)
         report, tcp = pinger.report, stream.report
         figures.outages.setdefault(kind, []).append(report.outage)
         figures.tcp_outages.setdefault(kind, []).append(tcp.outage)
         figures.broken[kind] = figures.broken.get(kind, 0) + int(tcp.broken)
+        timeline = stages(cloud, failure.at, backup, "host3")
+        if flipped:
+            timeline["api"] = flipped[0] - failure.at
+        for name, seconds in timeline.items():
+            figures.stages.setdefault(kind, {}).setdefault(name, []).append(seconds)
         print(
             f"  {kind} #{run + 1} {master}->{backup}: ping outage {report.outage * 1000:.0f} ms"
             f" ({report.lost} lost), TCP {tcp.outage * 1000:.0f} ms"
-            f" {'BROKEN' if tcp.broken else 'survived'}",
+            f" {'BROKEN' if tcp.broken else 'survived'}; "
+            + ", ".join(
+                f"{name} +{timeline[name] * 1000:.0f}" for name, _ in STAGES if name in timeline
+            ),
             flush=True,
         )
 
@@ -208,6 +275,16 @@ def report(figures: Figures) -> None:
             f"{kind:>6}: ping {_ms(values)}; TCP {_ms(tcp)}, broken {figures.broken.get(kind, 0)}"
             f"  [{target}; Neutron L3 HA ~6800 ms, OVN BFD ~3000 ms]"
         )
+    print("\n== where the time goes (ms after the failure, median; from the agents' logs) ==")
+    for kind, by_stage in figures.stages.items():
+        cells = [
+            f"{name} {statistics.median(by_stage[name]) * 1000:.0f}"
+            for name, _ in STAGES
+            if by_stage.get(name)
+        ]
+        print(f"{kind:>6}: " + ", ".join(cells))
+    for name, meaning in STAGES:
+        print(f"  {name}: {meaning}")
     print("\n== to traffic ==")
     print(f"router create + interface + gateway: {_ms(figures.bringups)}")
     print(
