@@ -90,6 +90,7 @@ class Agent:
             if config.l3_agent
             else None
         )
+        self._registered: dict[str, Any] = {}  # the facts last registered
         self._router_ports_here: frozenset[str] = frozenset()  # of the current pass
         self._announced: frozenset[str] = frozenset()  # router ports local after the last pass
         self._facts = HostFacts(host=config.host)
@@ -137,7 +138,9 @@ class Agent:
         }
 
     async def register(self) -> None:
-        await self.client.register(self.config.host, self.registration())
+        facts = self.registration()
+        await self.client.register(self.config.host, facts)
+        self._registered = facts
         if self.l3 is not None:
             # A new lease dropped the HA states stored under the old one.
             self.l3.report_all_states()
@@ -202,7 +205,12 @@ class Agent:
         while True:
             await asyncio.sleep(interval)
             try:
-                if not await self.client.heartbeat(self.config.host):
+                if self.registration() != self._registered:
+                    # The L3 agent's counts (routers, interfaces, floating IPs) changed:
+                    # Neutron's agents report them with every state report. The
+                    # server keeps the lease on a re-registration.
+                    await self.register()
+                elif not await self.client.heartbeat(self.config.host):
                     LOG.warning("lease expired on the server: registering again")
                     await self.register()
             except ServerUnavailable as error:

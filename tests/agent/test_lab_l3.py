@@ -117,6 +117,13 @@ async def test_router_namespaces_on_both_l3_hosts(l3_cloud: Cloud, seed: Seed) -
     assert {"192.168.1.1", seed.gateway_ip, seed.fip} <= held
     backup_held = await router_addresses(l3_cloud, backup, seed.router_id)
     assert not {"192.168.1.1", seed.gateway_ip, seed.fip} & backup_held
+
+    # Each L3 agent reports the router it hosts, as Neutron's do.
+    async def counted() -> bool:
+        agents = [a for a in await l3_cloud.agents() if a["agent_type"] == "L3 agent"]
+        return all(a["configurations"].get("routers", 0) >= 1 for a in agents)
+
+    await eventually(counted, "L3 agents' configurations count the router")
     # keepalived's own view agrees with the API.
     assert {h: s.value for h, s in l3_cloud.lab.router_states(seed.router_id).items()} == {
         master: "active",
