@@ -81,8 +81,9 @@ Work = Callable[[LeaderTerm], Coroutine[object, object, None]]
 class Leadership:
     """Campaign, lead, keep alive, and follow for one named singleton."""
 
-    def __init__(self, store: Store, name: str, *, identity: str, ttl: int = 10,
-                 retry_seconds: float = 0.5) -> None:
+    def __init__(
+        self, store: Store, name: str, *, identity: str, ttl: int = 10, retry_seconds: float = 0.5
+    ) -> None:
         if ttl < 1:
             raise ValueError("a leader lease needs a TTL of at least 1 s")
         self.store = store
@@ -98,8 +99,9 @@ class Leadership:
         """One attempt: the term if this server now leads, else ``None``."""
         lease = await self.store.grant_lease(self.ttl)
         try:
-            result = await self.store.txn([key_absent(self.key)],
-                                          [Put(self.key, self.identity.encode(), lease=lease.id)])
+            result = await self.store.txn(
+                [key_absent(self.key)], [Put(self.key, self.identity.encode(), lease=lease.id)]
+            )
         except BaseException:
             await self._revoke_quietly(lease.id)
             raise
@@ -159,8 +161,12 @@ class Leadership:
                     return
                 except StoreUnavailable as error:
                     if time.monotonic() - renewed >= self.ttl:
-                        log.warning("%s lost %s: store unreachable for a TTL (%s)",
-                                    self.identity, self.name, error)
+                        log.warning(
+                            "%s lost %s: store unreachable for a TTL (%s)",
+                            self.identity,
+                            self.name,
+                            error,
+                        )
                         return
                 kv = await self.store.get(self.key)
                 if kv is None or kv.create_revision != term.token:
@@ -211,7 +217,8 @@ class Leadership:
                     await asyncio.wait({task})
                 failed = task.done() and not task.cancelled() and task.exception() is not None
                 if failed:
-                    log.error("%s: work of %s failed", self.identity, self.name,
-                              exc_info=task.exception())
+                    log.error(
+                        "%s: work of %s failed", self.identity, self.name, exc_info=task.exception()
+                    )
             if failed:
                 await asyncio.sleep(self.retry_seconds)
