@@ -82,6 +82,13 @@ class DemotingL3Host(L3Host):
 
 
 class L3Role:
+    """The routers of this host, following the mirror (see the module docstring).
+
+    The agent calls ``changed()`` when routers or their ports, subnets,
+    floating IPs or placements change, ``announce(port_ids)`` after a flow
+    update made router ports local here, ``report_all_states()`` after a
+    registration, and runs ``run(config_loaded)`` as one of its tasks."""
+
     def __init__(
         self,
         config: AgentConfig,

@@ -159,12 +159,18 @@ async def test_upstream_reaches_gateway_and_floating_ip(l3_cloud: Cloud, seed: S
 
 async def test_vm_reaches_upstream_through_snat(l3_cloud: Cloud, seed: Seed) -> None:
     assert await l3_cloud.lab.ping(seed.vm.name, "203.0.113.1")
-    # A VM without a floating IP leaves as the router's gateway address; this
-    # one has a floating IP, so it leaves as that (1:1 NAT, Neutron's rule).
-    async with UdpSink(l3_cloud.lab.layout.external_netns, 5401) as sink:
-        token, _ = await send_udp(seed.vm.netns, "203.0.113.1", 5401)
-        await eventually(lambda: _arrived(sink, token), "UDP at the upstream")
-        assert set(sink.got(token)) == {seed.fip}
+    # A VM without a floating IP leaves as the router's gateway address (SNAT);
+    # one with a floating IP leaves as that (1:1 NAT, Neutron's rule).
+    plain = await seed.tenant.boot("host3", seed.net, static=True)
+    try:
+        await route_to_gateway(l3_cloud, plain.name, seed.net.gateway)
+        async with UdpSink(l3_cloud.lab.layout.external_netns, 5401) as sink:
+            for vm, source in ((plain, seed.gateway_ip), (seed.vm, seed.fip)):
+                token, _ = await send_udp(vm.netns, "203.0.113.1", 5401)
+                await eventually(lambda t=token: _arrived(sink, t), "UDP at the upstream")
+                assert set(sink.got(token)) == {source}
+    finally:
+        await seed.tenant.unplug(plain.name)
 
 
 async def _arrived(sink: UdpSink, token: str) -> bool:
