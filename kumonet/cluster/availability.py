@@ -15,7 +15,7 @@ seed's "suspended" state), and how reads go on, flagged as possibly stale.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -23,17 +23,11 @@ from typing import Any, Protocol, runtime_checkable
 from aiohttp import web
 
 from kumonet.store.contract import (
-    Compare,
     KeyValue,
-    Lease,
-    MemberStatus,
-    Op,
     RangeResult,
-    Store,
     StoreUnavailable,
-    TxnResult,
-    WatchEvent,
 )
+from kumonet.store.delegating import DelegatingStore
 
 STALE_HEADER = "X-Kumonet-Stale"
 STALE_WARNING = '110 kumonet "Response is Stale: the store cluster has no majority"'
@@ -117,11 +111,8 @@ class StaleReader(Protocol):
     async def stale_range(self, prefix: str) -> RangeResult: ...
 
 
-class StaleReadStore:
+class StaleReadStore(DelegatingStore):
     """The store contract, with stale fallbacks for reads in GET requests."""
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
 
     def _fallback(self, error: StoreUnavailable) -> StaleReader:
         freshness = _FRESHNESS.get()
@@ -146,38 +137,3 @@ class StaleReadStore:
             return await self.store.range(prefix)
         except StoreUnavailable as error:
             return await self._fallback(error).stale_range(prefix)
-
-    async def revision(self) -> int:
-        return await self.store.revision()
-
-    async def put(self, key: str, value: bytes, *, lease: int = 0) -> int:
-        return await self.store.put(key, value, lease=lease)
-
-    async def delete(self, key: str) -> int:
-        return await self.store.delete(key)
-
-    async def txn(
-        self, compares: Sequence[Compare], success: Sequence[Op], failure: Sequence[Op] = ()
-    ) -> TxnResult:
-        return await self.store.txn(compares, success, failure)
-
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        return self.store.watch(prefix, start_revision)
-
-    async def grant_lease(self, ttl: int) -> Lease:
-        return await self.store.grant_lease(ttl)
-
-    async def keepalive_lease(self, lease_id: int) -> int:
-        return await self.store.keepalive_lease(lease_id)
-
-    async def revoke_lease(self, lease_id: int) -> None:
-        await self.store.revoke_lease(lease_id)
-
-    async def compact(self, revision: int) -> None:
-        await self.store.compact(revision)
-
-    async def members(self) -> Sequence[MemberStatus]:
-        return await self.store.members()
-
-    async def close(self) -> None:
-        await self.store.close()

@@ -37,23 +37,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 
 from kumonet.store.contract import (
     Compare,
     Delete,
     DeletePrefix,
-    KeyValue,
-    Lease,
-    MemberStatus,
     Op,
     Put,
-    RangeResult,
     Store,
     StoreUnavailable,
     TxnResult,
-    WatchEvent,
 )
+from kumonet.store.delegating import DelegatingStore
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +60,11 @@ DEFAULT_SETTLE_SECONDS = 6.0
 SETTLE_PAUSE = 0.1
 
 
-class SettlingStore:
+class SettlingStore(DelegatingStore):
     """The store contract; indeterminate writes are settled (see module)."""
 
-    def __init__(
-        self, store: Store, *, settle_seconds: float = DEFAULT_SETTLE_SECONDS
-    ) -> None:
-        self.store = store
+    def __init__(self, store: Store, *, settle_seconds: float = DEFAULT_SETTLE_SECONDS) -> None:
+        super().__init__(store)
         self.settle_seconds = settle_seconds
         # Counters for tests and logs: how often settling was needed and how
         # it ended.
@@ -154,36 +148,3 @@ class SettlingStore:
                 raise
             result = await self._settle_txn((), (Delete(key),), error)
             return result.revision
-
-    # -- passed through ------------------------------------------------------
-
-    async def get(self, key: str) -> KeyValue | None:
-        return await self.store.get(key)
-
-    async def range(self, prefix: str) -> RangeResult:
-        return await self.store.range(prefix)
-
-    async def revision(self) -> int:
-        return await self.store.revision()
-
-    def watch(self, prefix: str, start_revision: int) -> AsyncIterator[WatchEvent]:
-        return self.store.watch(prefix, start_revision)
-
-    async def grant_lease(self, ttl: int) -> Lease:
-        return await self.store.grant_lease(ttl)
-
-    async def keepalive_lease(self, lease_id: int) -> int:
-        return await self.store.keepalive_lease(lease_id)
-
-    async def revoke_lease(self, lease_id: int) -> None:
-        await self.store.revoke_lease(lease_id)
-
-    async def compact(self, revision: int) -> None:
-        await self.store.compact(revision)
-
-    async def members(self) -> Sequence[MemberStatus]:
-        return await self.store.members()
-
-    async def close(self) -> None:
-        await self.store.close()
-

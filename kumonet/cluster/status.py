@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kumonet.cluster.availability import StaleReadStore
-from kumonet.cluster.settlement import SettlingStore
 from kumonet.cluster.shards import ShardedStore, ShardMap, ShardSpec
 from kumonet.store.contract import MemberStatus, Store, StoreError
+from kumonet.store.delegating import DelegatingStore
 from kumonet.store.trees import SHARDS
 
 UNREACHABLE = "unreachable"
@@ -196,7 +195,7 @@ async def collect_status(store: Store) -> ClusterStatus:
     """The status of every shard. A :class:`ShardedStore` reports each
     shard's store; any other store holds every shard."""
     # The server's wrappers add behaviour, not members: look through them.
-    while isinstance(store, (StaleReadStore, SettlingStore)):
+    while isinstance(store, DelegatingStore):
         store = store.store
     if isinstance(store, ShardedStore):
         shard_map = store.shard_map
