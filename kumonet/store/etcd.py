@@ -63,7 +63,11 @@ from kumonet.store.contract import (
     WatchEvent,
 )
 
-DEFAULT_TIMEOUT = 2.0
+# A call's whole budget. Without a majority, a write is answered 503 once
+# this runs out: under the 2 s operators are promised for the "suspended"
+# state, with room for the HTTP round trip; an etcd election (about 1 s)
+# still fits, so a leader change delays writes rather than failing them.
+DEFAULT_TIMEOUT = 1.6
 # One attempt on one endpoint may not eat the whole budget: a hung member
 # (stopped process, dropped packets) must leave time to try another one.
 # It also bounds the write-unavailability window after a leader dies: a

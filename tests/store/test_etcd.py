@@ -11,14 +11,16 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from kumonet.store.contract import Put, StoreUnavailable, WatchEvent, key_absent
-from kumonet.store.etcd import EtcdOptions, EtcdStore, parse_url, prefix_end
+from kumonet.store.etcd import DEFAULT_TIMEOUT, EtcdOptions, EtcdStore, parse_url, prefix_end
 from tests.cluster.etcd_cluster import EtcdCluster, free_port, running_cluster
 
 HANG_GUARD = 30.0  # seconds; a guard against hanging, never an expectation
 
 
 def test_urls_name_endpoints_and_a_timeout() -> None:
-    assert parse_url("etcd://127.0.0.1:2379") == EtcdOptions(("127.0.0.1:2379",), 2.0, 0.5)
+    assert parse_url("etcd://127.0.0.1:2379") == EtcdOptions(
+        ("127.0.0.1:2379",), DEFAULT_TIMEOUT, 0.5
+    )
     assert parse_url("etcd://a:1,b:2,c:3?timeout=3&attempt_timeout=1") == EtcdOptions(
         ("a:1", "b:2", "c:3"), 3.0, 1.0
     )
