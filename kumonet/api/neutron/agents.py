@@ -128,6 +128,9 @@ class Agents:
 
     special_filters: SpecialFilters = MappingProxyType({})
 
+    def bulk_concurrently(self, items: list[dict[str, Any]]) -> bool:
+        return False  # agents are not created through the API
+
     def __init__(self, store: Store, hosts: HostRegistry) -> None:
         self.store = store
         self.hosts = hosts

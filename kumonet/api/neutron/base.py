@@ -34,6 +34,9 @@ class ResourceBase:
         self.definition = definition
         self.repository = Repository(context.store, definition)
 
+    def bulk_concurrently(self, items: list[dict[str, Any]]) -> bool:
+        return False
+
     async def visibility(self, identity: Identity) -> Visible:
         if identity.is_admin:
             return lambda _r: True

@@ -137,6 +137,13 @@ class Ports(ResourceBase):
         self.special_filters = {"fixed_ips": _fixed_ips_matcher}
         self.rng = random.Random()
 
+
+    def bulk_concurrently(self, items: list[dict[str, Any]]) -> bool:
+        """Ports of a bulk (Nova booting many VMs) are made concurrently, unless
+        items choose addresses or MACs: then, as in Neutron, in order, so that
+        which item gets a contested address does not depend on timing."""
+        return not any("fixed_ips" in item or "mac_address" in item for item in items)
+
     async def visibility(self, identity: Identity) -> Visible:
         if identity.is_admin:
             return lambda _r: True

@@ -8,6 +8,7 @@ and renders Neutron's bodies and status codes.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
@@ -39,6 +40,12 @@ class ResourceLogic(Protocol):
     definition: ResourceDefinition
     repository: Repository
     special_filters: SpecialFilters
+
+    def bulk_concurrently(self, items: list[dict[str, Any]]) -> bool:
+        """Whether a bulk create may make these items concurrently (their
+        store writes then share commits and agents see them in one watch
+        batch) rather than one after the other, in order."""
+        ...
 
     async def visibility(self, identity: Identity) -> Visible:
         """A predicate telling which stored resources the caller may see."""
@@ -182,14 +189,23 @@ class ResourceController:
             await self._refuse_taken_id(attrs)
             parsed.append(attrs)
         created: list[Resource] = []
-        try:
-            for attrs in parsed:
-                created.append(await self.logic.create(identity, attrs))
-        except BaseException:
+        failure: BaseException | None = None
+        if self.logic.bulk_concurrently(parsed):
+            results = await asyncio.gather(
+                *(self.logic.create(identity, attrs) for attrs in parsed), return_exceptions=True)
+            created = [r for r in results if not isinstance(r, BaseException)]
+            failure = next((r for r in results if isinstance(r, BaseException)), None)
+        else:
+            try:
+                for attrs in parsed:
+                    created.append(await self.logic.create(identity, attrs))
+            except BaseException as error:
+                failure = error
+        if failure is not None:
             # Neutron's bulk create is all or nothing: undo what was made.
             for resource in reversed(created):
                 await self.logic.delete(identity, resource["id"], None)
-            raise
+            raise failure
         return json_response({self.definition.collection:
                               [self._view(c, identity) for c in created]}, status=201)
 

@@ -239,3 +239,21 @@ async def test_member_on_a_shared_network_may_not_choose_mac_ip_or_network_owner
     port = await api.create("ports", "port", project=P1, network_id=net["id"],
                             fixed_ips=[{"ip_address": "10.0.0.9"}])
     assert port["fixed_ips"][0]["ip_address"] == "10.0.0.9"
+
+
+async def test_a_bulk_of_ports_is_made_concurrently_and_still_all_or_nothing(api: Api) -> None:
+    net, _ = await _net_subnet(api)
+    status, body = await api.call("POST", "/v2.0/ports", {"ports": [
+        {"network_id": net["id"], "name": f"vm{i}"} for i in range(30)]}, project=P1)
+    assert status == 201, body
+    assert [p["name"] for p in body["ports"]] == [f"vm{i}" for i in range(30)]
+    addresses = [p["fixed_ips"][0]["ip_address"] for p in body["ports"]]
+    assert len(set(addresses)) == 30
+    assert len({p["mac_address"] for p in body["ports"]}) == 30
+    # One item that cannot be made (a network that does not exist) undoes all.
+    status, body = await api.call("POST", "/v2.0/ports", {"ports": [
+        *({"network_id": net["id"], "name": f"x{i}"} for i in range(5)),
+        {"network_id": "00000000-0000-0000-0000-000000000000", "name": "bad"}]}, project=P1)
+    assert status == 404, body
+    _, body = await api.call("GET", "/v2.0/ports", project=P1)
+    assert sorted(p["name"] for p in body["ports"]) == sorted(f"vm{i}" for i in range(30))
