@@ -139,10 +139,23 @@ class Ports(ResourceBase):
 
 
     def bulk_concurrently(self, items: list[dict[str, Any]]) -> bool:
-        """Ports of a bulk (Nova booting many VMs) are made concurrently, unless
-        items choose addresses or MACs: then, as in Neutron, in order, so that
-        which item gets a contested address does not depend on timing."""
-        return not any("fixed_ips" in item or "mac_address" in item for item in items)
+        """Ports of a bulk (Nova booting many VMs) are made concurrently when no
+        two items can contend for one address or MAC: either no item chooses
+        addresses or every item names all of its addresses, and chosen values
+        are distinct. Otherwise, as in Neutron, in order, so that which item
+        gets a contested address does not depend on timing."""
+        macs = [item["mac_address"] for item in items if "mac_address" in item]
+        if len(set(macs)) != len(macs):
+            return False
+        fixed = [fip for item in items for fip in item.get("fixed_ips") or ()]
+        if not fixed:
+            return True
+        if not all("fixed_ips" in item for item in items):
+            return False
+        addresses = [(fip.get("subnet_id"), fip.get("ip_address")) for fip in fixed]
+        return all(ip is not None for _, ip in addresses) and len(set(addresses)) == len(
+            addresses
+        )
 
     async def visibility(self, identity: Identity) -> Visible:
         if identity.is_admin:

@@ -257,3 +257,14 @@ async def test_a_bulk_of_ports_is_made_concurrently_and_still_all_or_nothing(api
     assert status == 404, body
     _, body = await api.call("GET", "/v2.0/ports", project=P1)
     assert sorted(p["name"] for p in body["ports"]) == sorted(f"vm{i}" for i in range(30))
+
+
+async def test_a_bulk_with_chosen_distinct_addresses_is_made_whole(api: Api) -> None:
+    net, subnet = await _net_subnet(api)
+    status, body = await api.call("POST", "/v2.0/ports", {"ports": [
+        {"network_id": net["id"], "fixed_ips": [{"subnet_id": subnet["id"],
+                                                 "ip_address": f"10.0.0.{10 + i}"}]}
+        for i in range(10)]}, project=P1)
+    assert status == 201, body
+    assert [p["fixed_ips"][0]["ip_address"] for p in body["ports"]] == [
+        f"10.0.0.{10 + i}" for i in range(10)]
