@@ -45,6 +45,7 @@ from kumonet.lab.command import in_netns
 from kumonet.lab.lab import Lab
 from kumonet.lab.process import owned_pid, start_detached, stop_pids
 from kumonet.lab.state import VmRecord
+from tests.environment import missing
 
 REPORT_INTERVAL = 1
 SERVER_CONFIG = """\
@@ -281,14 +282,7 @@ def fixed_ip(vm: VmRecord) -> str:
 
 def cloud_unavailable() -> str | None:
     """Why the cloud cannot run here, or None."""
-    if os.geteuid() != 0:
-        return "the lab needs root"
-    for tool in ("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", "dhclient"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    if not lab_agent.agent_available():
-        return "kumonet-agent is not available"
-    return None
+    return missing(tools=("ovs-vswitchd", "ovsdb-server", "ip", "ethtool", "dhclient"))
 
 
 def lab_agent_types() -> tuple[str, ...]:

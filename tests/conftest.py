@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 from tests.cloud import Cloud, Tenant, cloud_unavailable, running_cloud
+from tests.environment import unavailable
 
 
 @pytest.fixture(scope="session")
 def cloud() -> Iterator[Cloud]:
     reason = cloud_unavailable()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     prefix = "c" + secrets.token_hex(3)[:5]
     logs = os.environ.get("KUMONET_CLOUD_LOGS")
     with running_cloud(prefix, 3, keep_logs=Path(logs) if logs else None) as shared:
@@ -36,7 +37,7 @@ def cloud() -> Iterator[Cloud]:
 def l3_cloud() -> Iterator[Cloud]:
     reason = cloud_unavailable()
     if reason:
-        pytest.skip(reason)
+        unavailable(reason)
     prefix = "d" + secrets.token_hex(3)[:5]
     logs = os.environ.get("KUMONET_CLOUD_LOGS")
     with running_cloud(prefix, 3, l3_hosts=2, keep_logs=Path(logs) if logs else None) as shared:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.environment import needs
+
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 
@@ -138,8 +140,7 @@ def _stop_daemon(ctl: Path, pidfile: Path, env: dict[str, str]) -> None:
 def ovs_daemons() -> Iterator[OvsSandbox]:
     """One OVS per test module (stopping vswitchd takes over a second); each test gets
     its own name prefix through ``ovs`` and its bridges are deleted after it."""
-    if os.geteuid() != 0 or shutil.which("ovs-vswitchd") is None:
-        pytest.skip("needs root and Open vSwitch")
+    needs(tools=("ovs-vswitchd", "ovsdb-server"))
     # A short path: unix socket paths (RUNDIR/<bridge>.mgmt) are limited to 107 bytes.
     rundir = Path(tempfile.mkdtemp(prefix="kn6-", dir="/tmp"))
     netns = f"k6{uuid.uuid4().hex[:5]}"

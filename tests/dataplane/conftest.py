@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.environment import needs
+
 SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 
 
@@ -128,8 +130,7 @@ def ovs_sandbox() -> Iterator[OvsSandbox]:
 
 
 def _require_ovs() -> None:
-    if shutil.which("ovs-vswitchd") is None or os.geteuid() != 0:
-        pytest.skip("needs Open vSwitch and root")
+    needs(tools=("ovs-vswitchd", "ovsdb-server"))
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.environment import needs
 
 RESPONDER = textwrap.dedent(
     """
@@ -71,8 +72,7 @@ def run(*args: str) -> None:
 
 @pytest.fixture
 def namespaces(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    if shutil.which("dhclient") is None or os.geteuid() != 0:
-        pytest.skip("needs dhclient and root")
+    needs(tools=("dhclient",))
     name = f"kdh{secrets.token_hex(3)}"
     client, server = f"{name}c", f"{name}s"
     work = tmp_path / "dhclient"

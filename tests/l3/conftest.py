@@ -1,26 +1,18 @@
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
+from tests.environment import needs
 from tests.l3.netlab import NetLab
 
-
-def _missing_tools() -> list[str]:
-    tools = ("ovs-vswitchd", "ovsdb-server", "keepalived", "nft", "ethtool", "ip")
-    return [tool for tool in tools if shutil.which(tool) is None]
+L3_TOOLS = ("ovs-vswitchd", "ovsdb-server", "keepalived", "nft", "ethtool", "ip")
 
 
 @pytest.fixture
 def netlab() -> Iterator[NetLab]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
-    missing = _missing_tools()
-    if missing:
-        pytest.skip(f"missing {', '.join(missing)} (tools/install-system.sh)")
+    needs(tools=L3_TOOLS)
     lab = NetLab.create()
     try:
         yield lab

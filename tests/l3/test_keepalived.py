@@ -22,14 +22,14 @@ from kumonet.l3.keepalived import (
 )
 from kumonet.l3.namespace import delete_namespace, ensure_namespace
 from kumonet.l3.plan import Address, KeepalivedFiles, VrrpSettings, keepalived_conf
+from tests.environment import needs
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
 async def namespace() -> AsyncIterator[str]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
+    needs(tools=("keepalived", "ip"))
     name = f"kl3ka{secrets.token_hex(3)}"
     await ensure_namespace(name)
     try:

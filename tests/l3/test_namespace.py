@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import AsyncIterator
 
@@ -16,14 +15,14 @@ from kumonet.l3.namespace import (
     list_namespaces,
 )
 from kumonet.l3.plan import Address, Route
+from tests.environment import needs
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.fixture
 async def ns() -> AsyncIterator[RouterNamespace]:
-    if os.geteuid() != 0:
-        pytest.skip("needs root (network namespaces)")
+    needs(tools=("ip",))
     name = f"kl3ns{secrets.token_hex(3)}"
     assert await ensure_namespace(name)
     try:

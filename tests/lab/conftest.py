@@ -10,15 +10,9 @@ them afterwards) with names unique to the test, and never change the hosts'
 OVS configuration — a test that needs hand-written flows or tunnel ports
 takes its own lab from ``lab_factory``.
 
-For whole-stack tests use ``cloud`` instead: ONE session-scoped
-kumonet-server (its own SQLite file) plus a 3-host lab running real agents
-(``Cloud.url``, ``Cloud.lab``), and ``cloud_vms`` for per-test VMs booted
-through the API (``await cloud_vms.add("vm1", "host1", network=net_id)``,
-ports deleted afterwards). Tests create their own networks with unique names
-and CIDRs (the store is thrown away with the session). Other test trees reuse
-these fixtures by importing them into their own ``conftest.py`` (``from
-tests.lab.conftest import cloud, cloud_vms, lab_skip``) or, once everyone
-needs them, by moving them to ``tests/conftest.py``.
+For whole-stack tests (a server plus a lab whose hosts run real agents) use
+the session-scoped ``cloud`` / ``l3_cloud`` fixtures of ``tests/conftest.py``
+(``tests/cloud.py``); ``server`` here gives a test its own kumonet-server.
 
 ``l3_lab`` (session) is a 3-host lab whose host1 and host2 are L3 hosts
 (br-ex on the external network, upstream 203.0.113.1 in ``<prefix>-ext``)
@@ -28,24 +22,18 @@ they end (``recovered``); each test uses its own addresses on the external
 network.
 
 All lab tests need root, ``ip netns`` and Open vSwitch; they are marked
-``lab`` and skipped elsewhere.
+``lab``, skipped on machines without them and failed in CI (see
+``tests/environment.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
-import os
 import secrets
-import shutil
 import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +45,7 @@ from kumonet.lab.lab import Lab
 from kumonet.lab.layout import LabLayout
 from kumonet.lab.process import find_by_marker, netns_list
 from kumonet.lab.state import VmRecord
+from tests.environment import needs
 
 
 def unique_prefix() -> str:
@@ -64,20 +53,12 @@ def unique_prefix() -> str:
     return "t" + secrets.token_hex(3)[:5]
 
 
-def lab_available() -> str | None:
-    if os.geteuid() != 0:
-        return "the lab needs root"
-    for tool in ("ovs-vswitchd", "ovsdb-server", "ip", "ethtool"):
-        if shutil.which(tool) is None:
-            return f"{tool} is not installed"
-    return None
+LAB_TOOLS = ("ovs-vswitchd", "ovsdb-server", "ip", "ethtool")
 
 
 @pytest.fixture(scope="session")
 def lab_skip() -> None:
-    reason = lab_available()
-    if reason:
-        pytest.skip(reason)
+    needs(tools=LAB_TOOLS)
 
 
 @pytest.fixture(scope="session")
@@ -182,8 +163,6 @@ def free_port() -> int:
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[str]:
     """A real kumonet-server on a free loopback port with its own SQLite store."""
-    if importlib.util.find_spec("kumonet.api.main") is None:
-        pytest.skip("kumonet-server is not available")
     url = f"http://127.0.0.1:{free_port()}"
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import sys; from kumonet.api.main import main; sys.exit(main())",
@@ -214,58 +193,6 @@ async def api(url: str, method: str, path: str, body: dict[str, Any] | None = No
     ):
         assert response.status < 400, await response.text()
         return None if response.status == 204 else await response.json()
-
-
-@dataclass(frozen=True)
-class Cloud:
-    """One kumonet-server and a lab whose hosts run real agents."""
-
-    url: str
-    lab: Lab
-
-
-def _start_server_process(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
-    url = f"http://127.0.0.1:{free_port()}"
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from kumonet.api.main import main; sys.exit(main())",
-         "--listen", url.removeprefix("http://"), "--store", f"sqlite:///{directory}/k.db"],
-        cwd=directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    for _ in range(400):
-        try:
-            with urllib.request.urlopen(f"{url}/v2.0/networks", timeout=1):
-                return proc, url
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    pytest.fail("kumonet-server did not come up")
-
-
-@pytest.fixture(scope="session")
-def cloud(lab_skip: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cloud]:
-    """The shared whole-stack lab: a server (own SQLite file) and 3 hosts with
-    agents. Tests add their own networks (unique names and CIDRs) and VMs
-    through ``cloud_vms``."""
-    for module in ("kumonet.api.main", "kumonet.agent.main"):
-        if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{module} is not available yet")
-    proc, url = _start_server_process(tmp_path_factory.mktemp("cloud"))
-    prefix = unique_prefix()
-    try:
-        lab = asyncio.run(Lab.up(3, prefix=prefix, server_urls=[url], agents=True))
-        asyncio.run(lab.wait_for_agents())
-        yield Cloud(url, lab)
-    finally:
-        asyncio.run(Lab.teardown(prefix))
-        proc.terminate()
-        proc.wait()
-
-
-@pytest.fixture
-def cloud_vms(cloud: Cloud) -> Iterator[VmFactory]:
-    """VMs on the shared cloud, deleted (with their ports) after the test."""
-    yield from _vms_on(cloud.lab)
 
 
 async def leftovers(prefix: str) -> list[str]:

@@ -31,6 +31,7 @@ from kumonet.store.contract import (
     key_absent,
 )
 from kumonet.store.sqlite import HISTORY_PAGE, HISTORY_SCAN, MEMORY, SqliteStore, prefix_end
+from tests.environment import needs
 from tests.store.watching import take, take_until, watching
 
 REPO = Path(__file__).resolve().parents[2]
@@ -285,8 +286,7 @@ async def test_refused_txns_in_a_shared_commit_leave_the_others_intact() -> None
 @pytest.fixture
 def tiny_disk(tmp_path: Path) -> Iterator[Path]:
     """A 4 MiB tmpfs, to run the store out of space for real."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    needs(tools=("mount", "umount"))
     mountpoint = tmp_path / "tiny"
     mountpoint.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mountpoint)], check=True)
