@@ -15,6 +15,7 @@ seed's "suspended" state), and how reads go on, flagged as possibly stale.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from kumonet.store.contract import (
     StoreUnavailable,
 )
 from kumonet.store.delegating import DelegatingStore
+
+log = logging.getLogger(__name__)
 
 STALE_HEADER = "X-Kumonet-Stale"
 STALE_WARNING = '110 kumonet "Response is Stale: the store cluster has no majority"'
@@ -112,7 +115,18 @@ class StaleReader(Protocol):
 
 
 class StaleReadStore(DelegatingStore):
-    """The store contract, with stale fallbacks for reads in GET requests."""
+    """The store contract, with stale fallbacks for reads in GET requests.
+
+    Once one read of a request has gone stale, its later reads go straight
+    to the stale path: the quorum that was missing a moment ago is not
+    waited for again (each wait is the store's whole call budget)."""
+
+    def _stale_reader(self) -> StaleReader | None:
+        """The reader to use at once, when this request already went stale."""
+        freshness = _FRESHNESS.get()
+        if freshness is not None and freshness.stale and isinstance(self.store, StaleReader):
+            return self.store
+        return None
 
     def _fallback(self, error: StoreUnavailable) -> StaleReader:
         freshness = _FRESHNESS.get()
@@ -122,17 +136,24 @@ class StaleReadStore(DelegatingStore):
             or not isinstance(self.store, StaleReader)
         ):
             raise error
+        log.warning("serving a read possibly stale: %s", error)
         freshness.stale = True
         freshness.reasons.append(str(error))
         return self.store
 
     async def get(self, key: str) -> KeyValue | None:
+        reader = self._stale_reader()
+        if reader is not None:
+            return await reader.stale_get(key)
         try:
             return await self.store.get(key)
         except StoreUnavailable as error:
             return await self._fallback(error).stale_get(key)
 
     async def range(self, prefix: str) -> RangeResult:
+        reader = self._stale_reader()
+        if reader is not None:
+            return await reader.stale_range(prefix)
         try:
             return await self.store.range(prefix)
         except StoreUnavailable as error:

@@ -463,17 +463,36 @@ class EtcdStore:
         return RangeResult(tuple(_kv(kv) for kv in response.kvs), response.header.revision)
 
     async def _any_member_range(self, request: Any) -> Any:
-        failures: list[str] = []
-        for offset in range(len(self._endpoints)):
-            endpoint = self._endpoints[(self._current + offset) % len(self._endpoints)]
+        """Ask every member at once and take the first answer: a member
+        that is stopped, hung or busy electing must not use up the budget
+        of the one that can answer. Each member gets the whole call budget
+        (a member without quorum can be slow while it campaigns)."""
+
+        async def ask(endpoint: _Endpoint) -> tuple[_Endpoint, Any]:
             try:
-                return await endpoint.kv.Range(request, timeout=self._attempt_timeout)
+                return endpoint, await endpoint.kv.Range(request, timeout=self._timeout)
             except grpc.aio.AioRpcError as error:
-                refusal = _refusal(error)
+                return endpoint, error
+
+        asks = [asyncio.create_task(ask(e)) for e in self._endpoints]
+        failures: list[str] = []
+        try:
+            for finished in asyncio.as_completed(asks):
+                endpoint, answer = await finished
+                if not isinstance(answer, grpc.aio.AioRpcError):
+                    return answer
+                refusal = _refusal(answer)
                 if refusal is not None:
-                    raise refusal from error
-                failures.append(f"{endpoint.address}: {error.details() or error.code().name}")
-        raise StoreUnavailable(f"etcd stale read: no member answered ({'; '.join(failures)})")
+                    raise refusal from answer
+                failures.append(f"{endpoint.address}: {answer.details() or answer.code().name}")
+        finally:
+            for task in asks:
+                task.cancel()
+            await asyncio.gather(*asks, return_exceptions=True)
+        raise StoreUnavailable(
+            f"etcd stale read: no member answered within {self._timeout:g} s"
+            f" ({'; '.join(dict.fromkeys(failures))})"
+        )
 
     async def revision(self) -> int:
         # Any linearizable read reports the store revision; a count-only read
