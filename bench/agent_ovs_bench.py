@@ -151,7 +151,7 @@ async def bench(sandbox: Sandbox, n_flows: int, repeat: int) -> None:
                 installed.converge(current) if i < repeat else bridge.reconcile(current)
             )
             (converge_ms if i < repeat else reconcile_ms).append((time.perf_counter() - t) * 1000)
-            assert len(change.add_lines) == 1 and change.delete_cookies == {old}
+            assert len(change.add) == 1 and change.delete_cookies == (old,)
         line("(c) 1-flow change, InstalledFlows.converge p50/p99, ms",
              f"{pct(converge_ms, 50):.1f} / {pct(converge_ms, 99):.1f}", "p50 <= 30")  # fmt: skip
         line(f"(c) 1-flow change, reconcile over {n_flows} p50/p99, ms",

@@ -40,7 +40,7 @@ from kumonet.agent.mirror import (
     Change,
     IntentMirror,
 )
-from kumonet.agent.openflow import OpenFlowBridge, OpenFlowError, plan_flow_change
+from kumonet.agent.openflow import OpenFlowBridge, OpenFlowError
 from kumonet.agent.ovsdb import BridgeSpec, Ovsdb, OvsdbError, PortPlan, plan_ports
 from kumonet.agent.packet_in import PacketChannelDown, PacketIn, PacketInChannel
 from kumonet.agent.router_hosts import router_port_hosts
@@ -50,7 +50,7 @@ from kumonet.agent.server_client import (
     ServerClient,
     ServerUnavailable,
 )
-from kumonet.dataplane.compiler import HostPlan, PlanCompiler
+from kumonet.dataplane.compiler import HostPlan, PlanCompiler, diff_flows
 from kumonet.dataplane.dhcp import answer_dhcp
 from kumonet.dataplane.intent import HostFacts, Intent
 
@@ -369,18 +369,18 @@ class Agent:
             intent = self.current_intent(facts)
             plan = self.compiler.compile(intent, facts)
         for bridge_name, bridge in self.bridges.items():
-            desired = {
-                cookie: flow.render() for cookie, flow in plan.bridge_flows(bridge_name).items()
-            }
+            # Flows are rendered to text only when added: a pass over a host with
+            # thousands of flows renders the few that changed.
+            desired = plan.bridge_flows(bridge_name)
             installed = self._installed.get(bridge_name)
             if installed is None:
                 installed = await bridge.dump_cookies()
-            change = plan_flow_change(installed, desired)
+            change = diff_flows(desired, installed)
             if not change.empty:
                 await bridge.apply(change)
                 added, deleted = self.last_flow_changes
                 self.last_flow_changes = (
-                    added + len(change.add_lines),
+                    added + len(change.add),
                     deleted + len(change.delete_cookies),
                 )
             self._installed[bridge_name] = dict.fromkeys(desired, 1)

@@ -2,8 +2,8 @@
 
 A kumonet flow is known by its cookie alone: the compiler derives the cookie from the
 flow's content and puts ``COOKIE_MARKER`` in its high 16 bits. Reconciling is then a
-set difference on cookies (``plan_flow_change``, pure), applied as ONE
-``ovs-ofctl --bundle`` transaction that deletes obsolete cookies and adds missing
+set difference on cookies (``kumonet.dataplane.compiler.diff_flows``, pure), applied
+as ONE ``ovs-ofctl --bundle`` transaction that deletes obsolete cookies and adds missing
 flows. A flow still wanted is never deleted and re-added, so restarting the agent does
 not disturb traffic (its counters and ``duration`` survive).
 
@@ -21,6 +21,9 @@ from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from kumonet.dataplane.compiler import FlowDiff, diff_flows
+from kumonet.dataplane.flow import Flow
 
 #: High 16 bits of every kumonet flow cookie: "kn". Agreed with the compiler
 #: (``kumonet.dataplane.flow.COOKIE_MARKER``); a test keeps the two equal.
@@ -57,50 +60,15 @@ class InstalledFlow:
     text: str  # the dump line, stats included, for diagnostics
 
 
-@dataclass(frozen=True, slots=True)
-class FlowChange:
-    """The difference between installed and desired flows, as one bundle applies it.
-
-    Deletions come first in the bundle, so a flow replaced by one with the same match
-    and priority (new actions, hence a new cookie) never has both, nor neither,
-    installed as seen by a packet.
-    """
-
-    delete_cookies: frozenset[int] = frozenset()
-    add_lines: tuple[str, ...] = ()
-
-    @property
-    def empty(self) -> bool:
-        return not (self.delete_cookies or self.add_lines)
-
-    def bundle_text(self) -> str:
-        """The ``add-flows --bundle`` input: one ``delete``/``add`` flow mod per line."""
-        deletes = (f"delete cookie={cookie:#x}/-1\n" for cookie in sorted(self.delete_cookies))
-        adds = (f"add {line}\n" for line in self.add_lines)
-        return "".join(deletes) + "".join(adds)
-
-
-def plan_flow_change(installed: Mapping[int, int], desired: Mapping[int, str]) -> FlowChange:
-    """What to delete and add so that ``installed`` (cookie -> number of flows carrying
-    it) becomes ``desired`` (cookie -> ``add-flows`` line).
-
-    A cookie carried by more than one installed flow is not what the compiler
-    produced (an operator copied a flow, or a compiler bug): it is deleted and, if
-    still wanted, its one desired flow is added back.
-    """
+def check_flow_lines(desired: Mapping[int, str]) -> None:
+    """Refuse text that is not one kumonet flow per cookie: a line without the
+    cookie marker would never be found again, and a line holding several flow mods
+    (or a ``delete``) would slip past the cookie diff."""
     for cookie, line in desired.items():
         if not is_kumonet_cookie(cookie):
             raise ValueError(f"cookie {cookie:#x} lacks the kumonet marker: {line}")
         if "\n" in line or line.split(None, 1)[0] in _FLOW_KEYWORDS:
             raise ValueError(f"not a single flow line: {line!r}")
-    duplicated = {cookie for cookie, count in installed.items() if count > 1}
-    delete = frozenset(cookie for cookie in installed if cookie not in desired) | duplicated
-    add = tuple(
-        line
-        for cookie, line in sorted(desired.items())
-        if cookie not in installed or cookie in duplicated
-    )
-    return FlowChange(delete_cookies=delete, add_lines=add)
 
 
 def parse_dump_flows(output: str) -> list[InstalledFlow]:
@@ -150,18 +118,19 @@ class OpenFlowBridge:
         """Installed kumonet cookies, each with how many flows carry it (normally 1)."""
         return dict(Counter(flow.cookie for flow in await self.dump_flows()))
 
-    async def apply(self, change: FlowChange) -> None:
+    async def apply(self, change: FlowDiff[Flow] | FlowDiff[str]) -> None:
         """Apply ``change`` in one atomic bundle: if any flow mod fails, none applies."""
         if change.empty:
             return
         await self._ofctl("--bundle", "add-flows", self.target, "-", stdin=change.bundle_text())
 
-    async def reconcile(self, desired: Mapping[int, str]) -> FlowChange:
-        """Make kumonet's flows exactly ``desired``; returns the change applied.
-
-        Other flows on the bridge (without the marker) are left alone.
+    async def reconcile(self, desired: Mapping[int, str]) -> FlowDiff[str]:
+        """Make kumonet's flows exactly ``desired`` (cookie -> ``add-flows`` line);
+        returns the change applied. Other flows on the bridge (without the marker)
+        are left alone.
         """
-        change = plan_flow_change(await self.dump_cookies(), desired)
+        check_flow_lines(desired)
+        change = diff_flows(desired, await self.dump_cookies())
         await self.apply(change)
         return change
 
@@ -215,11 +184,12 @@ class InstalledFlows:
     def forget(self) -> None:
         self._cookies = None
 
-    async def converge(self, desired: Mapping[int, str]) -> FlowChange:
+    async def converge(self, desired: Mapping[int, str]) -> FlowDiff[str]:
         """Make kumonet's flows on the bridge exactly ``desired``; returns what changed."""
+        check_flow_lines(desired)
         if self._cookies is None:
             self._cookies = await self.bridge.dump_cookies()
-        change = plan_flow_change(self._cookies, desired)
+        change = diff_flows(desired, self._cookies)
         try:
             await self.bridge.apply(change)
         except OpenFlowError:

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Generic, TypeVar
 
 from kumonet.dataplane.flow import (
     ETH_ARP,
@@ -146,40 +147,66 @@ def _flow_order(flow: Flow) -> tuple[int, int, str]:
     return (flow.table.number, -flow.priority, flow.body)
 
 
+# A flow as the compiler makes it, or as the `add-flows` line it renders to (the
+# agent's tools and tests that hold flows as text).
+FlowT = TypeVar("FlowT", Flow, str)
+
+
 @dataclass(frozen=True)
-class FlowDiff:
+class FlowDiff(Generic[FlowT]):
     """What one bundle must do on a bridge: delete by exact cookie, then add."""
 
     delete_cookies: tuple[int, ...]
-    add: tuple[Flow, ...]
+    add: tuple[FlowT, ...]
 
     @property
     def empty(self) -> bool:
         return not self.delete_cookies and not self.add
 
     def add_lines(self) -> list[str]:
-        return [flow.render() for flow in self.add]
+        return [flow if isinstance(flow, str) else flow.render() for flow in self.add]
 
     def bundle_lines(self) -> list[str]:
         """The change as one `ovs-ofctl -O OpenFlow15 --bundle add-flows` input.
 
         Deletes go first and name exact cookies (mask -1), so only kumonet's
         obsolete flows go; a flow that replaces one with the same match and
-        priority then lands in the same atomic bundle.
+        priority then lands in the same atomic bundle (a packet never sees both,
+        nor neither).
         """
         lines = [f"delete cookie={cookie:#x}/-1" for cookie in self.delete_cookies]
-        return lines + [f"add {flow.render()}" for flow in self.add]
+        return lines + [f"add {line}" for line in self.add_lines()]
+
+    def bundle_text(self) -> str:
+        """`bundle_lines` as the text `add-flows -` reads."""
+        return "".join(f"{line}\n" for line in self.bundle_lines())
 
 
-def diff_flows(desired: Mapping[int, Flow], installed_cookies: Iterable[int]) -> FlowDiff:
-    """Desired flows vs the kumonet cookies installed: nothing still wanted is touched."""
-    installed = set(installed_cookies)
-    return FlowDiff(
-        delete_cookies=tuple(sorted(installed - desired.keys())),
-        add=tuple(
-            sorted((flow for c, flow in desired.items() if c not in installed), key=_flow_order)
-        ),
-    )
+def diff_flows(
+    desired: Mapping[int, FlowT], installed: Mapping[int, int] | Iterable[int]
+) -> FlowDiff[FlowT]:
+    """Desired flows vs the kumonet cookies installed: nothing still wanted is touched.
+
+    ``installed`` is the installed cookies, or each cookie with how many installed
+    flows carry it (what a dump of the switch gives). A cookie carried by more than
+    one flow is not what the compiler produced (an operator copied a flow, or a
+    bug): it is deleted and, if still wanted, its one desired flow added back.
+    """
+    if isinstance(installed, Mapping):
+        present: Collection[int] = installed.keys()
+        duplicated = {cookie for cookie, count in installed.items() if count > 1}
+    else:
+        present = installed if isinstance(installed, (set, frozenset)) else set(installed)
+        duplicated = set()
+    delete = sorted({cookie for cookie in present if cookie not in desired} | duplicated)
+    wanted = [
+        (cookie, flow)
+        for cookie, flow in desired.items()
+        if cookie not in present or cookie in duplicated
+    ]
+    # Flows in pipeline order, so a bundle reads like `kumonet pipeline`; text by cookie.
+    wanted.sort(key=lambda item: _flow_order(item[1]) if isinstance(item[1], Flow) else item[0])
+    return FlowDiff(delete_cookies=tuple(delete), add=tuple(flow for _, flow in wanted))
 
 
 # ----------------------------------------------------------------- directed ARP

@@ -111,7 +111,7 @@ async def test_compile_reconcile_recompile_on_real_ovs(ovs: OvsSandbox) -> None:
                 change = await OpenFlowBridge(ovs.mgmt(bridge)).reconcile(
                     desired_flows(plan, bridge)
                 )
-                mods += len(change.delete_cookies) + len(change.add_lines)
+                mods += len(change.delete_cookies) + len(change.add)
             return changed, mods
 
         ports_changed, flow_mods = await one_pass()

@@ -7,17 +7,17 @@ import pytest
 from kumonet.agent.openflow import (
     COOKIE_MARKER,
     COOKIE_MARKER_VALUE,
-    FlowChange,
     InstalledFlows,
     OpenFlowBridge,
     OpenFlowError,
+    check_flow_lines,
     desired_from_lines,
     is_kumonet_cookie,
     parse_dump_flows,
-    plan_flow_change,
 )
 from kumonet.agent.ovsdb import BridgeSpec, Ovsdb, OvsdbConfig
 from kumonet.dataplane import flow as dataplane_flow
+from kumonet.dataplane.compiler import FlowDiff, diff_flows
 
 from .conftest import OvsSandbox
 
@@ -44,36 +44,37 @@ def test_marker_agrees_with_the_compiler() -> None:
     assert not is_kumonet_cookie(0x1234)
 
 
-def test_plan_deletes_unwanted_and_adds_missing_only() -> None:
+def test_diff_of_text_deletes_unwanted_and_adds_missing_only() -> None:
     a, b, c = _flow(1), _flow(2), _flow(3)
-    change = plan_flow_change({a[0]: 1, b[0]: 1}, dict([b, c]))
-    assert change.delete_cookies == {a[0]}
-    assert change.add_lines == (c[1],)
+    change = diff_flows(dict([b, c]), {a[0]: 1, b[0]: 1})
+    assert change.delete_cookies == (a[0],)
+    assert change.add == (c[1],)
 
 
-def test_plan_of_installed_set_is_empty() -> None:
+def test_diff_of_installed_text_is_empty() -> None:
     flows = dict(_flow(n) for n in range(50))
-    assert plan_flow_change(dict.fromkeys(flows, 1), flows).empty
+    assert diff_flows(flows, dict.fromkeys(flows, 1)).empty
 
 
-def test_plan_repairs_a_cookie_carried_by_two_flows() -> None:
+def test_diff_repairs_a_cookie_carried_by_two_flows() -> None:
     a = _flow(1)
-    change = plan_flow_change({a[0]: 2}, dict([a]))
-    assert change.delete_cookies == {a[0]}
-    assert change.add_lines == (a[1],)
+    change = diff_flows(dict([a]), {a[0]: 2})
+    assert change.delete_cookies == (a[0],)
+    assert change.add == (a[1],)
 
 
-def test_plan_refuses_unmarked_cookies_and_multi_line_input() -> None:
+def test_flow_lines_refuse_unmarked_cookies_and_multi_line_input() -> None:
+    check_flow_lines(dict([_flow(1)]))
     with pytest.raises(ValueError, match="marker"):
-        plan_flow_change({}, {0x1: "table=0 actions=drop"})
+        check_flow_lines({0x1: "table=0 actions=drop"})
     with pytest.raises(ValueError, match="single flow"):
-        plan_flow_change({}, {_cookie(1): "table=0 actions=drop\ntable=1 actions=drop"})
+        check_flow_lines({_cookie(1): "table=0 actions=drop\ntable=1 actions=drop"})
     with pytest.raises(ValueError, match="single flow"):
-        plan_flow_change({}, {_cookie(1): "delete table=0"})
+        check_flow_lines({_cookie(1): "delete table=0"})
 
 
 def test_bundle_text_deletes_before_adding() -> None:
-    change = FlowChange(delete_cookies=frozenset({_cookie(2)}), add_lines=("table=0 actions=drop",))
+    change = FlowDiff(delete_cookies=(_cookie(2),), add=("table=0 actions=drop",))
     assert change.bundle_text() == (f"delete cookie={_cookie(2):#x}/-1\nadd table=0 actions=drop\n")
 
 
@@ -117,7 +118,7 @@ async def test_reconcile_installs_exactly_the_desired_flows(
     ovs.ofctl("add-flow", bridge.target, "table=0,priority=1,cookie=0x42 actions=drop")
     desired = dict(_flow(n) for n in range(1, 101))
     change = await bridge.reconcile(desired)
-    assert len(change.add_lines) == 100 and not change.delete_cookies
+    assert len(change.add) == 100 and not change.delete_cookies
     assert await bridge.dump_cookies() == dict.fromkeys(desired, 1)
 
     # replace 10 flows, drop 10, add 10
@@ -131,7 +132,7 @@ async def test_reconcile_installs_exactly_the_desired_flows(
         del desired2[_flow(n)[0]]
     desired2.update(changed)
     change = await bridge.reconcile(desired2)
-    assert len(change.delete_cookies) == 20 and len(change.add_lines) == 20
+    assert len(change.delete_cookies) == 20 and len(change.add) == 20
     assert await bridge.dump_cookies() == dict.fromkeys(desired2, 1)
     dumped = ovs.ofctl("dump-flows", bridge.target, "table=10,reg6=1")
     assert "actions=goto_table:20" in dumped and dumped.count("reg6=0x1,") == 1
@@ -170,7 +171,7 @@ async def test_reapplying_the_installed_set_disturbs_nothing(
 
     # The detector works: a delete + re-add of the same flow does reset its counter.
     cookie, line = _flow(1, table=0)
-    await restarted.apply(FlowChange(delete_cookies=frozenset({cookie}), add_lines=(line,)))
+    await restarted.apply(FlowDiff(delete_cookies=(cookie,), add=(line,)))
     assert {f.cookie: f for f in await restarted.dump_flows()}[cookie].n_packets == 0
 
 
@@ -205,12 +206,12 @@ async def test_installed_flows_reads_once_then_diffs_in_memory(
     desired[_flow(51)[0]] = _flow(51)[1]
     change = await installed.converge(desired)
     # memory says flow 1 is installed, so only flow 51 is added ...
-    assert change.add_lines == (_flow(51)[1],) and not change.delete_cookies
+    assert change.add == (_flow(51)[1],) and not change.delete_cookies
     assert _flow(1)[0] not in await bridge.dump_cookies()
     # ... until the agent says the switch may have changed behind its back
     installed.forget()
     change = await installed.converge(desired)
-    assert change.add_lines == (_flow(1)[1],)
+    assert change.add == (_flow(1)[1],)
     assert await bridge.dump_cookies() == dict.fromkeys(desired, 1)
 
 
@@ -223,4 +224,4 @@ async def test_installed_flows_rereads_after_a_failed_bundle(
     with pytest.raises(OpenFlowError):
         await installed.converge({bad: f"table=10,cookie={bad:#x} actions=group:9"})
     ovs.ofctl("del-flows", bridge.target, f"cookie={_flow(1)[0]:#x}/-1")
-    assert (await installed.converge(dict([_flow(1)]))).add_lines == (_flow(1)[1],)
+    assert (await installed.converge(dict([_flow(1)]))).add == (_flow(1)[1],)

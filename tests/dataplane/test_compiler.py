@@ -309,6 +309,25 @@ def test_compiling_twice_gives_the_same_flows(plan: HostPlan) -> None:
     assert diff_flows(again.bridge_flows("br-int"), plan.cookies("br-int")).empty
 
 
+def test_diff_counts_duplicated_cookies_and_accepts_rendered_text(plan: HostPlan) -> None:
+    flows = plan.bridge_flows("br-int")
+    first, second, *_ = sorted(flows)
+    installed = dict.fromkeys(flows, 1) | {first: 2, 0x6B6E_0000_0000_0001: 1}
+    change = diff_flows(flows, installed)
+    # The copied flow goes and its one desired flow comes back; the stray cookie goes.
+    assert change.delete_cookies == tuple(sorted((first, 0x6B6E_0000_0000_0001)))
+    assert change.add == (flows[first],)
+    assert change.bundle_lines() == [
+        *(f"delete cookie={cookie:#x}/-1" for cookie in change.delete_cookies),
+        f"add {flows[first].render()}",
+    ]
+    # The same diff over the flows' text, as the agent's tools hold them.
+    text = {cookie: flow.render() for cookie, flow in flows.items() if cookie != second}
+    as_text = diff_flows(text, set(flows))
+    assert as_text.delete_cookies == (second,) and as_text.add == ()
+    assert diff_flows(text, {}).add_lines() == [text[c] for c in sorted(text)]
+
+
 def test_adding_then_removing_a_port_restores_the_original_flows(plan: HostPlan) -> None:
     intent = cloud_intent()
     facts = h1_facts()
