@@ -101,6 +101,7 @@ FIELDS: dict[str, FieldSpec] = _fields(
     FieldSpec("reg7", FieldKind.INT, 32, writable=True),
     FieldSpec("tun_id", FieldKind.INT, 64, writable=True),
     FieldSpec("ct_state", FieldKind.FLAGS, 32),
+    FieldSpec("ct_mark", FieldKind.INT, 32),
     FieldSpec("conj_id", FieldKind.INT, 32),
     FieldSpec("dl_src", FieldKind.MAC, 48, writable=True),
     FieldSpec("dl_dst", FieldKind.MAC, 48, writable=True),
@@ -249,18 +250,27 @@ class Conntrack:
     """Send the packet through connection tracking in the zone a register holds.
 
     With `table`, the tracked packet continues there (a recirculation, with
-    `ct_state` filled in); with `commit`, the connection is remembered.
+    `ct_state` and `ct_mark` filled in); with `commit`, the connection is
+    remembered, and `mark` (ovs-ofctl text, `0x1/0x1`) is written into its
+    `ct_mark`, which later packets of the connection, both ways, then match.
     """
 
     zone_field: str
     commit: bool = False
     table: Table | None = None
+    mark: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mark is not None and not self.commit:
+            raise PipelineError("ct_mark can only be set by a committing ct")
 
     def render(self) -> str:
         parts = ["commit"] if self.commit else []
         if self.table is not None:
             parts.append(f"table={self.table.number}")
         parts.append(f"zone={_nxm(self.zone_field, '[0..15]')}")
+        if self.mark is not None:
+            parts.append(f"exec(set_field:{self.mark}->ct_mark)")
         return f"ct({','.join(parts)})"
 
 
