@@ -15,10 +15,11 @@ conjunction leads to a second lookup with `conj_id` set (ignoring conjunction
 flows); two equal-priority flows that both match are an error unless their
 actions are the same.  Connection tracking is a small `ConnectionTable`
 shared by the packets sent through one `OpenFlowTables`: `ct(table=N)` sets
-`ct_state` from it (new, established and reply, invalid for a SYN+ACK or
-SYN+FIN nothing opened, a bare mid-stream ACK picked up as new, as the
-userspace datapath does) and `ct(commit)` remembers the connection; a test
-may instead dictate the states, as `ofproto/trace --ct-next` does.
+`ct_state` and `ct_mark` from it (new, established and reply, invalid for a
+SYN+ACK or SYN+FIN nothing opened, a bare mid-stream ACK picked up as new, as
+the userspace datapath does) and `ct(commit)` remembers the connection and
+writes the mark it carries; a test may instead dictate the states, as
+`ofproto/trace --ct-next` does (the mark is then the packet's `ct_mark`).
 """
 
 from __future__ import annotations
@@ -57,8 +58,11 @@ Packet = dict[str, int]
 
 # Fields that describe the pipeline's state, not the packet on the wire.
 _PIPELINE_STATE = frozenset(
-    {"metadata", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7", "ct_state", "ct_zone", "conj_id"}
-)
+    {
+        "metadata", "reg2", "reg3", "reg4", "reg5", "reg6", "reg7",
+        "ct_state", "ct_mark", "ct_zone", "conj_id",
+    }
+)  # fmt: skip
 _MAX_DEPTH = 64
 
 
@@ -116,11 +120,20 @@ def ct_states(*states: str) -> list[int]:
 
 
 @dataclass
+class Connection:
+    """One committed connection: whether a reply was seen, and its ct_mark."""
+
+    replied: bool = False
+    mark: int = 0
+
+
+@dataclass
 class ConnectionTable:
     """A toy connection tracker: committed connections per zone, keyed by the
-    original direction's tuple, and whether a reply has been seen."""
+    original direction's tuple, whether a reply has been seen, and the mark a
+    commit wrote (`ct(commit,exec(set_field:...->ct_mark))`)."""
 
-    connections: dict[tuple[int, ...], bool] = field(default_factory=dict)
+    connections: dict[tuple[int, ...], Connection] = field(default_factory=dict)
 
     @staticmethod
     def _tuples(zone: int, packet: Mapping[str, int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -143,21 +156,32 @@ class ConnectionTable:
         return (zone, proto, src, dst, sport, dport), (zone, proto, dst, src, dport, sport)
 
     def state(self, zone: int, packet: Mapping[str, int]) -> int:
+        """The packet's ct_state in `zone` (a reply marks its connection replied)."""
         forward, backward = self._tuples(zone, packet)
         if forward in self.connections:
-            return TRK | (EST if self.connections[forward] else NEW)
+            return TRK | (EST if self.connections[forward].replied else NEW)
         if backward in self.connections:
-            self.connections[backward] = True
+            self.connections[backward].replied = True
             return TRK | EST | RPL
         flags = packet.get("tcp_flags", 0) if packet.get("nw_proto") == IPPROTO_TCP else 0
         if flags & _SYN and flags & (_ACK | _FIN):
             return TRK | INV
         return TRK | NEW
 
-    def commit(self, zone: int, packet: Mapping[str, int]) -> None:
+    def commit(self, zone: int, packet: Mapping[str, int], mark: str | None = None) -> None:
         forward, backward = self._tuples(zone, packet)
-        if forward not in self.connections and backward not in self.connections:
-            self.connections[forward] = False
+        key = backward if backward in self.connections else forward
+        connection = self.connections.setdefault(key, Connection())
+        if mark is not None:
+            value_text, _, mask_text = mark.partition("/")
+            mask = int(mask_text, 0) if mask_text else 0xFFFFFFFF
+            connection.mark = (connection.mark & ~mask) | (int(value_text, 0) & mask)
+
+    def mark_of(self, zone: int, packet: Mapping[str, int]) -> int | None:
+        """The ct_mark of the packet's connection in `zone` (None: not committed)."""
+        forward, backward = self._tuples(zone, packet)
+        connection = self.connections.get(forward) or self.connections.get(backward)
+        return None if connection is None else connection.mark
 
     def zones(self) -> set[int]:
         return {key[0] for key in self.connections}
@@ -229,6 +253,8 @@ class OpenFlowTables:
         for entries in tables.values():
             entries.sort(key=lambda entry: -entry.priority)
         self._tables = tables
+        self._ct_next: list[int] = []
+        self._given_mark = 0
 
     def process(self, packet: Mapping[str, int], ct_next: Iterable[int] = ()) -> Verdict:
         """Run a packet from table 0; `packet` must carry `in_port`.
@@ -239,6 +265,7 @@ class OpenFlowTables:
         state: Packet = dict(packet)
         verdict = Verdict()
         self._ct_next = list(ct_next)
+        self._given_mark = state.pop("ct_mark", 0)
         self._run_table(0, state, verdict, 0)
         return verdict
 
@@ -315,18 +342,26 @@ class OpenFlowTables:
                 state[action.field] = value
             elif isinstance(action, CtClear):
                 state["ct_state"] = 0
+                state["ct_mark"] = 0
             elif isinstance(action, Conntrack):
                 zone = state.get(action.zone_field, 0) & 0xFFFF
                 if action.commit:
-                    self.conntrack.commit(zone, state)
+                    self.conntrack.commit(zone, state, action.mark)
                 if action.table is not None:
                     if self._ct_next:
+                        # Dictated, as ofproto/trace --ct-next: the state only; the
+                        # mark is what the packet was given (ct_mark=...), else 0.
                         ct_state = self._ct_next.pop(0)
+                        ct_mark = self._given_mark
                     else:
                         ct_state = self.conntrack.state(zone, state)
+                        ct_mark = self.conntrack.mark_of(zone, state) or 0
                     state["ct_state"] = ct_state
+                    state["ct_mark"] = ct_mark
                     state["ct_zone"] = zone
-                    verdict.trace.append(f"ct(zone={zone}) → ct_state={ct_state:#x}")
+                    verdict.trace.append(
+                        f"ct(zone={zone}) → ct_state={ct_state:#x} ct_mark={ct_mark:#x}"
+                    )
                     # The tracked packet continues there; nothing after ct(table=) runs on it.
                     self._run_table(action.table.number, state, verdict, depth + 1)
                     return

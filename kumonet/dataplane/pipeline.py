@@ -18,16 +18,23 @@ Packet walk (br-int):
               └─ provider patch port (+VLAN) ─────────────────────────────────▶ l2_lookup
     dhcp ─▶ (DHCP client → controller) ─▶ egress_ct ─▶ l2_lookup
     egress_ct ─ filtered sender's IP ─▶ ct(zone=sender) ─▶ egress_acl
-        ├─ +inv, TCP +new without SYN ─▶ drop;  +est / +rel ─▶ l2_lookup
-        └─ +new: per group of the port: reg2=group, resubmit egress_rules (sets "allowed")
-           ─▶ egress_verdict: allowed ─▶ ct(commit) ─▶ l2_lookup, else drop
+        ├─ +inv, TCP +new without SYN ─▶ drop
+        ├─ replies (+est+rpl) and related (+rel) of a connection not cut ─▶ l2_lookup
+        ├─ replies and related of a cut connection (ct_mark bit 0x1) ─▶ drop
+        └─ original direction, new or established: per group of the port: reg2=group,
+           resubmit egress_rules (sets "allowed") ─▶ egress_verdict:
+             allowed: new ─▶ ct(commit) ─▶ l2_lookup; established ─▶ l2_lookup
+                      (a cut one is uncut: ct(commit, ct_mark 0) first)
+             not allowed: established ─▶ ct(commit, ct_mark 1): cut, drop; new ─▶ drop
     l2_lookup ─┬─ local destination ─▶ ingress_ct ─▶ (ingress_acl ... ingress_verdict) ─▶ output
                ├─ remote destination ─▶ tunnel port with tun_id / provider patch with VLAN
                └─ broadcast/multicast/unknown ─▶ each local port via ingress_ct, tunnels, patch
 
 Conntrack zones are per port: the low 16 bits of the port's ofport (reg5 for
 the sender, reg7 for the receiver), so no two ports of a host, whatever their
-networks and addresses, share connection state.
+networks and addresses, share connection state.  A port's ingress and egress
+share its zone, so a connection cut on one side has its replies dropped on the
+other.
 """
 
 from __future__ import annotations
@@ -268,7 +275,13 @@ INGRESS_ALLOWED = 0x8
 EGRESS_STATELESS = 0x10
 INGRESS_STATELESS = 0x20
 
-_ACL_FIELDS = frozenset({"dl_type", "nw_proto", "ct_state", "tcp_flags"})
+# ct_mark bit of a connection the security groups no longer allow ("cut"):
+# set when an original-direction packet of an established connection matches
+# no rule; every packet of the connection is then dropped, both ways, until a
+# rule allows its original direction again.  Other bits are left to others.
+CT_MARK_CUT = 0x1
+
+_ACL_FIELDS = frozenset({"dl_type", "nw_proto", "ct_state", "ct_mark", "tcp_flags"})
 _RULE_FIELDS = frozenset(
     {
         "reg2", "conj_id", "dl_type", "nw_proto", "nw_src", "nw_dst", "ipv6_src", "ipv6_dst",
@@ -321,7 +334,8 @@ KUMONET_TABLES = (
     TableSpec(
         "egress_acl",
         "security groups, from the sending port: invalid and TCP pickups dropped, "
-        "established/related pass, new connections run the port's groups' rules",
+        "replies/related pass unless the connection was cut (ct_mark), the original "
+        "direction (new or established) runs the port's groups' rules",
         matches=_ACL_FIELDS | {IN_PORT_KEY.field},
         next_tables=("egress_rules", "egress_verdict", "l2_lookup"),
         writes=frozenset({SECURITY_GROUP.field}),
@@ -336,8 +350,9 @@ KUMONET_TABLES = (
     ),
     TableSpec(
         "egress_verdict",
-        "allowed by a rule: commit the connection in the sender's zone and go on; else drop",
-        matches=frozenset({ACL.field, "ct_state", "dl_type"}),
+        "allowed by a rule: commit a new connection (uncut a cut one) in the sender's "
+        "zone and go on; else drop, cutting an established connection (ct_mark)",
+        matches=frozenset({ACL.field, "ct_state", "ct_mark", "dl_type"}),
         next_tables=("l2_lookup",),
         ct_zone=IN_PORT_KEY.field,
     ),
@@ -364,7 +379,8 @@ KUMONET_TABLES = (
     TableSpec(
         "ingress_acl",
         "security groups, towards the receiving port: invalid and TCP pickups dropped, "
-        "established/related pass, new connections run the port's groups' rules",
+        "replies/related pass unless the connection was cut (ct_mark), the original "
+        "direction (new or established) runs the port's groups' rules",
         matches=_ACL_FIELDS | {OUT_PORT.field},
         next_tables=("ingress_rules", "ingress_verdict", "output"),
         writes=frozenset({SECURITY_GROUP.field}),
@@ -379,8 +395,9 @@ KUMONET_TABLES = (
     ),
     TableSpec(
         "ingress_verdict",
-        "allowed by a rule: commit the connection in the receiver's zone and deliver; else drop",
-        matches=frozenset({ACL.field, "ct_state", "dl_type"}),
+        "allowed by a rule: commit a new connection (uncut a cut one) in the receiver's "
+        "zone and deliver; else drop, cutting an established connection (ct_mark)",
+        matches=frozenset({ACL.field, "ct_state", "ct_mark", "dl_type"}),
         next_tables=("output",),
         ct_zone=OUT_PORT.field,
     ),

@@ -7,17 +7,32 @@ How a packet is judged (the tables are declared in `pipeline.py`):
   Neutron allows them) passes untouched; other IP of a filtered port goes
   through conntrack in that port's zone (its ofport) and on to `*_acl`.
 - `*_acl`: `+inv` drops; a TCP `+new` without SYN drops (the userspace
-  conntrack picks up a bare mid-stream ACK as `+new`); established and related
-  pass; a new connection runs the rules of each of the port's groups: one flow
-  per port sets reg2 to a group's key and resubmits to `*_rules`, once per group.
+  conntrack picks up a bare mid-stream ACK as `+new`); replies (`+est+rpl`)
+  and related packets pass without a rule lookup unless their connection was
+  cut (`ct_mark` bit `CT_MARK_CUT`), then they drop; every packet in the
+  original direction, new or established, runs the rules of each of the
+  port's groups: one flow per port sets reg2 to a group's key and resubmits to
+  `*_rules`, once per group.  The rule flows match no `ct_state`, so one flow
+  per rule (cover) serves new and established packets alike.
 - `*_rules`: the rules of every group in use on the host, shared by all its
   ports; a matching rule sets the "allowed" bit in reg3.  A rule naming a
   remote group is a conjunctive match: dimension 1 is the rule's protocol and
   ports, dimension 2 one flow per member address of the remote group.  So a
   member joining or leaving touches one flow per (group, remote group) pair on
   the host, and a rule change touches only that rule's flows.
-- `*_verdict`: allowed → `ct(commit)` in the port's zone (stateful groups) and
-  on; else drop.
+- `*_verdict`: allowed: a new connection → `ct(commit)` in the port's zone
+  (stateful groups) and on; an established one → on (a cut one is uncut
+  first); stateless → on.  Not allowed: an established connection is cut
+  (`ct(commit)` writing the mark), so its replies drop too; anything else
+  drops.
+
+Why a cut connection can come back: a rule that allows it again (re-added, or
+the peer rejoined a remote group) lifts the mark at its next original-direction
+packet, which the rules see anyway; and a new connection reusing the 5-tuple
+is either seen `+new` (a fresh entry, mark 0) or established, and then judged
+by the rules like any other.  So no entry blocks a connection the groups allow
+until it times out, and the cut costs a commit only on the packet that cuts
+or uncuts.
 
 Port ranges become a minimal set of value/mask matches (`port_range_masks`).
 """
@@ -47,6 +62,7 @@ from kumonet.dataplane.flow import (
 from kumonet.dataplane.intent import Intent, Port, SecurityGroup, SecurityGroupRule
 from kumonet.dataplane.pipeline import (
     ACL,
+    CT_MARK_CUT,
     EGRESS_ALLOWED,
     EGRESS_STATEFUL,
     EGRESS_STATELESS,
@@ -196,6 +212,8 @@ def acl_host_flows(pipeline: Pipeline) -> list[Flow]:
             *({**icmp6, "icmpv6_type": t} for t in ICMPV6_INGRESS_ALWAYS),
         ],
     }
+    marked = _flag_match(CT_MARK_CUT)
+    unmarked = f"0/{CT_MARK_CUT:#x}"
     for direction in (EGRESS, INGRESS):
         ct_table = pipeline.table(direction.ct_table)
         acl = pipeline.table(direction.acl_table)
@@ -218,21 +236,46 @@ def acl_host_flows(pipeline: Pipeline) -> list[Flow]:
             # conntrack has never seen is picked up as +new, and must not pass.
             pickup: Match = {"ct_state": "+new+trk", **family, "nw_proto": IPPROTO_TCP}
             flows.append(acl.flow(290, {**pickup, "tcp_flags": "-syn"}))
-            commit = Conntrack(direction.port_field, commit=True)
-            flows.append(
+            # Commits clear the cut bit: a new connection starts uncut even if
+            # conntrack let it inherit its parent's mark (a related one).
+            commit = Conntrack(direction.port_field, commit=True, mark=unmarked)
+            cut = Conntrack(direction.port_field, commit=True, mark=marked)
+            flows += [
                 verdict.flow(
                     100,
-                    {**allowed, "ct_state": "+trk", **family},
+                    {**allowed, "ct_state": "+new+trk", **family},
                     [commit, verdict.goto(direction.next_table)],
-                )
-            )
+                ),
+                # A rule allows the connection again (re-added, or the peer
+                # rejoined a remote group): lift the cut so its replies pass.
+                verdict.flow(
+                    100,
+                    {**allowed, "ct_state": "-new+trk", "ct_mark": marked, **family},
+                    [commit, verdict.goto(direction.next_table)],
+                ),
+                # No rule allows an established connection any more: cut it.
+                # Committing the mark makes its replies drop in *_acl too.
+                verdict.flow(
+                    50, {"ct_state": "-new+est+trk", "ct_mark": unmarked, **family}, [cut]
+                ),
+            ]
         flows.append(acl.flow(300, {"ct_state": "+inv+trk"}))
-        flows.append(acl.flow(200, {"ct_state": "-new+est+trk"}, [acl.goto(direction.next_table)]))
-        flows.append(
-            acl.flow(200, {"ct_state": "-new-est+rel+trk"}, [acl.goto(direction.next_table)])
-        )
+        onward = [acl.goto(direction.next_table)]
+        # Replies and related packets of connections not cut pass without a rule
+        # lookup; the original direction, new or established, falls through to
+        # the port's flow that runs its groups' rules (so a removed rule or
+        # member stops an established connection too, as Neutron's OVS firewall
+        # does).
+        flows.append(acl.flow(210, {"ct_state": "-new+rel+trk", "ct_mark": unmarked}, onward))
+        flows.append(acl.flow(200, {"ct_state": "+est+rpl+trk", "ct_mark": unmarked}, onward))
+        flows.append(acl.flow(190, {"ct_state": "+rpl+trk"}))
+        flows.append(acl.flow(190, {"ct_state": "-new+rel+trk"}))
         flows.append(
             verdict.flow(100, {**allowed, "ct_state": "-trk"}, [verdict.goto(direction.next_table)])
+        )
+        # Allowed and established, not cut: nothing to commit.
+        flows.append(
+            verdict.flow(90, {**allowed, "ct_state": "+trk"}, [verdict.goto(direction.next_table)])
         )
     return flows
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from kumonet.dataplane.flow import Clone, Conjunction, Output, OutputToField, SetField
+from kumonet.dataplane.flow import (
+    Clone,
+    Conjunction,
+    Conntrack,
+    Output,
+    OutputToField,
+    PipelineError,
+    SetField,
+)
 from kumonet.dataplane.oftable import (
     ConnectionTable,
     ModelError,
@@ -136,3 +144,52 @@ def test_connection_table_new_established_reply_invalid() -> None:
     assert table.state(5, ack) == trk | new  # a bare ACK is picked up as new
     assert table.zones() == {5}
     assert ct_states("trk,est", "trk,inv") == [trk | est, trk | inv]
+
+
+def test_connection_table_keeps_the_mark_a_commit_writes_for_both_directions() -> None:
+    table = ConnectionTable()
+    syn = make_packet(dl_type=0x0800, nw_proto=17, nw_src="10.0.0.1", nw_dst="10.0.0.2",
+                      tp_src=1000, tp_dst=53)  # fmt: skip
+    back = make_packet(dl_type=0x0800, nw_proto=17, nw_src="10.0.0.2", nw_dst="10.0.0.1",
+                       tp_src=53, tp_dst=1000)  # fmt: skip
+    assert table.mark_of(5, syn) is None
+    table.commit(5, syn, "0x1/0x1")
+    assert table.mark_of(5, syn) == table.mark_of(5, back) == 1
+    table.commit(5, back, "0x6/0x6")  # a commit from the reply side marks the same entry
+    assert table.mark_of(5, syn) == 7
+    table.commit(5, syn, "0/0x1")  # masked: the other bits stay
+    assert table.mark_of(5, back) == 6
+    assert table.mark_of(6, syn) is None
+    assert len(table.connections) == 1
+
+
+def test_ct_gives_later_packets_the_mark_their_connection_was_committed_with() -> None:
+    egress_ct, acl, verdict = P.table("egress_ct"), P.table("egress_acl"), P.table("egress_verdict")
+    ip4 = {"dl_type": "0x800"}
+    classify, dhcp = P.table("classify"), P.table("dhcp")
+    flows = [
+        classify.flow(1, {}, [classify.goto("dhcp")]),
+        dhcp.flow(1, {}, [dhcp.goto("egress_ct")]),
+        egress_ct.flow(1, ip4, [Conntrack("reg5", table=acl)]),
+        acl.flow(2, {"ct_mark": "0x1/0x1"}),
+        acl.flow(1, {}, [acl.goto("egress_verdict")]),
+        verdict.flow(1, ip4, [Conntrack("reg5", commit=True, mark="0x1/0x1"),
+                              verdict.goto("l2_lookup")]),
+        LOOKUP.flow(1, {}, [Output(3)]),
+    ]  # fmt: skip
+    switch = OpenFlowTables(flows)
+    udp = {"in_port": 1, "dl_type": 0x0800, "nw_proto": 17, "nw_src": "10.0.0.1",
+           "nw_dst": "10.0.0.2", "tp_src": 1, "tp_dst": 2}  # fmt: skip
+    reply = {**udp, "nw_src": "10.0.0.2", "nw_dst": "10.0.0.1", "tp_src": 2, "tp_dst": 1}
+    assert switch.send(**udp).ports() == {3}  # not committed before: no mark
+    assert switch.send(**udp).dropped
+    assert switch.send(**reply).dropped  # the mark is the connection's, both ways
+    # Dictated states keep the mark the packet was given, as ofproto/trace does.
+    fresh = OpenFlowTables(flows)
+    assert fresh.send(ct_states("trk,est"), **udp).ports() == {3}
+    assert fresh.send(ct_states("trk,est"), ct_mark=1, **udp).dropped
+
+
+def test_only_a_committing_ct_sets_a_mark() -> None:
+    with pytest.raises(PipelineError):
+        Conntrack("reg5", mark="0x1/0x1")

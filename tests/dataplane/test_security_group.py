@@ -11,7 +11,7 @@ import pytest
 
 from kumonet.dataplane.compiler import HostPlan, PlanCompiler, compile_host
 from kumonet.dataplane.intent import Intent, SecurityGroupRule, from_neutron
-from kumonet.dataplane.oftable import OpenFlowTables, Verdict, ct_states
+from kumonet.dataplane.oftable import OpenFlowTables, Verdict, ct_states, make_packet
 from kumonet.dataplane.pipeline import KUMONET_PIPELINE
 from kumonet.dataplane.security_group import (
     group_flows,
@@ -363,6 +363,143 @@ def test_invalid_and_tcp_pickups_are_dropped(switch: OpenFlowTables) -> None:
     assert delivered(switch.send(ct_states("trk,rel", "trk,rel"), **related), CLI)
 
 
+# ---------------------------------------- cutting connections no longer allowed
+
+
+def recompiled(before: OpenFlowTables, intent: Intent) -> OpenFlowTables:
+    """The switch after a change: new flows, the same conntrack entries."""
+    flows = compile_host(intent, facts()).bridge_flows("br-int").values()
+    return OpenFlowTables(flows, before.conntrack)
+
+
+def open_tcp(
+    switch: OpenFlowTables, src: int, dst: int, dport: int, sport: int
+) -> dict[str, object]:
+    """A TCP connection through the handshake; its data packet (original direction)."""
+    syn = tcp(src, dst, dport, sport=sport)
+    assert delivered(switch.send(**syn), dst)
+    assert delivered(switch.send(**reply(syn)), src)
+    data = {**syn, "tcp_flags": "ack"}
+    assert delivered(switch.send(**data), dst)
+    return data
+
+
+def without(group: dict[str, Any], *rule_ids: str) -> dict[str, Any]:
+    rules = [r for r in group["security_group_rules"] if r["id"] not in rule_ids]
+    return {**group, "security_group_rules": rules}
+
+
+def back(packet: dict[str, object]) -> dict[str, object]:
+    return {**reply(packet), "tcp_flags": packet.get("tcp_flags", "ack")}
+
+
+NO_SSH = sg_intent([default_group(), without(web_group(), "w-ssh"), db_group()])
+
+
+def test_removing_a_rule_cuts_its_established_connections_both_ways() -> None:
+    switch = switch_for(sg_intent())
+    ssh = open_tcp(switch, CLI, WEB, 22, sport=40001)  # web's rule w-ssh
+    ranged = open_tcp(switch, CLI, WEB, 1500, sport=40002)  # web's rule w-range
+    cut = recompiled(switch, NO_SSH)
+    # The next packet the client sends matches no rule of web's: dropped, and its
+    # connection is marked in web's zone ...
+    assert cut.send(**ssh).dropped
+    assert cut.conntrack.mark_of(WEB, make_packet(**ssh)) == 1
+    # ... so the server's packets are dropped too (web's egress allows everything).
+    assert cut.send(**back(ssh)).dropped
+    assert cut.send(**ssh).dropped
+    # The connection another rule allows keeps flowing both ways, unmarked.
+    assert delivered(cut.send(**ranged), WEB)
+    assert delivered(cut.send(**back(ranged)), CLI)
+    assert cut.conntrack.mark_of(WEB, make_packet(**ranged)) == 0
+    # cli's own zone never marked anything: its egress still allows the connection.
+    assert cut.conntrack.mark_of(CLI, make_packet(**ssh)) == 0
+    # New connections are refused, and no packet of the cut one gets through.
+    assert cut.send(**tcp(CLI, WEB, 22, sport=40003)).dropped
+    assert cut.send(**{**ssh, "tcp_flags": "fin|ack"}).dropped
+
+
+def test_a_cut_connection_flows_again_once_a_rule_allows_it() -> None:
+    switch = switch_for(sg_intent())
+    ssh = open_tcp(switch, CLI, WEB, 22, sport=40001)
+    cut = recompiled(switch, NO_SSH)
+    assert cut.send(**ssh).dropped
+    assert cut.send(**back(ssh)).dropped
+    # The rule comes back: the client's next packet (a retransmission) is allowed
+    # and lifts the mark, so the server's answers pass again.
+    again = recompiled(cut, sg_intent())
+    assert cut.conntrack.mark_of(WEB, make_packet(**ssh)) == 1
+    assert again.send(**back(ssh)).dropped  # still cut until then
+    assert delivered(again.send(**ssh), WEB)
+    assert again.conntrack.mark_of(WEB, make_packet(**ssh)) == 0
+    assert delivered(again.send(**back(ssh)), CLI)
+    # The 5-tuple reused by a new SYN is judged by the rules like any packet.
+    assert delivered(again.send(**tcp(CLI, WEB, 22, sport=40001)), WEB)
+
+
+def test_a_reused_five_tuple_is_not_blocked_by_a_cut_entry_once_allowed() -> None:
+    switch = switch_for(sg_intent())
+    ssh = open_tcp(switch, CLI, WEB, 22, sport=40009)
+    cut = recompiled(switch, NO_SSH)
+    assert cut.send(**ssh).dropped
+    # The client gives up and reconnects from the same port after the rule is back:
+    # its SYN finds the cut entry, is allowed, and the entry is uncut.
+    again = recompiled(cut, sg_intent())
+    syn = tcp(CLI, WEB, 22, sport=40009)
+    assert delivered(again.send(**syn), WEB)
+    assert delivered(again.send(**reply(syn)), CLI)
+
+
+def test_leaving_a_remote_group_cuts_the_members_established_connections() -> None:
+    # db takes TCP 5432 from members of sg-web (web) and UDP from 10.0.0.0/28.
+    switch = switch_for(sg_intent())
+    pg = open_tcp(switch, WEB, DB, 5432, sport=40004)
+    query = udp(WEB, DB, 53, sport=40005)
+    assert delivered(switch.send(**query), DB)
+    assert delivered(switch.send(**reply(query)), WEB)
+    left = recompiled(switch, sg_intent(port_list=ports(web=[DEFAULT])))
+    assert left.send(**pg).dropped
+    assert left.send(**back(pg)).dropped
+    # UDP allowed by the prefix rule is untouched, both ways.
+    assert delivered(left.send(**query), DB)
+    assert delivered(left.send(**reply(query)), WEB)
+    # Rejoining lifts the cut at the next packet web sends.
+    rejoined = recompiled(left, sg_intent())
+    assert delivered(rejoined.send(**pg), DB)
+    assert delivered(rejoined.send(**back(pg)), WEB)
+
+
+def test_removing_an_egress_rule_cuts_outbound_connections_at_the_sender() -> None:
+    # cli's default group allows all egress; db allows ICMP echo in.
+    switch = switch_for(sg_intent())
+    ping = icmp(CLI, DB, 8, 0)
+    assert delivered(switch.send(**ping), DB)
+    assert delivered(switch.send(**reply(ping)), CLI)
+    default_ingress_only = without(default_group(), "d-e4", "d-e6")
+    cut = recompiled(switch, sg_intent([default_ingress_only, web_group(), db_group()]))
+    assert cut.send(**ping).dropped
+    assert cut.conntrack.mark_of(CLI, make_packet(**ping)) == 1
+    # db's answer leaves db (its zone is not cut) but not into cli.
+    assert cut.send(**reply(ping)).dropped
+
+
+def test_cut_replies_and_related_drop_others_pass_without_rule_lookup() -> None:
+    # Dictated states and marks, as ofproto/trace --ct-next with ct_mark does.
+    switch = switch_for(sg_intent())
+    answer = tcp(WEB, CLI, 40000, sport=7777, flags="ack")  # no rule would allow it
+    assert delivered(switch.send(ct_states("trk,est,rpl", "trk,est,rpl"), **answer), CLI)
+    assert switch.send(ct_states("trk,est,rpl", "trk,est,rpl"), ct_mark=1, **answer).dropped
+    related = icmp(DB, CLI, 3, 3)
+    assert delivered(switch.send(ct_states("trk,rel", "trk,rel"), **related), CLI)
+    assert switch.send(ct_states("trk,rel", "trk,rel"), ct_mark=1, **related).dropped
+    # Original direction, established: judged by the rules, whatever the mark.
+    ssh = tcp(CLI, WEB, 22, flags="ack")
+    assert delivered(switch.send(ct_states("trk,est", "trk,est"), **ssh), WEB)
+    assert delivered(switch.send(ct_states("trk,est", "trk,est"), ct_mark=1, **ssh), WEB)
+    telnet = tcp(CLI, WEB, 23, flags="ack")
+    assert switch.send(ct_states("trk,est", "trk,est"), **telnet).dropped
+
+
 def test_conntrack_zones_are_per_port_so_overlapping_networks_never_share_state() -> None:
     switch = switch_for(sg_intent())
     # web (net-a, 10.0.0.11) opens TCP to 10.0.0.33:80 behind the tunnel: zone 1 only.
@@ -384,7 +521,7 @@ def test_conntrack_zone_of_a_port_is_its_ofport() -> None:
     bodies = [flow.body for flow in plan.bridge_flows("br-int").values()]
     assert any("ct(table=50,zone=NXM_NX_REG5[0..15])" in b for b in bodies)
     assert any("ct(table=100,zone=NXM_NX_REG7[0..15])" in b for b in bodies)
-    assert any("ct(commit,zone=NXM_NX_REG7[0..15])" in b for b in bodies)
+    assert any("ct(commit,zone=NXM_NX_REG7[0..15],exec(" in b for b in bodies)
 
 
 # ------------------------------------------------ traffic every VM needs

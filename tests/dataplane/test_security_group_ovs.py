@@ -49,7 +49,17 @@ TRACE_CASES: dict[str, tuple[dict[str, object], tuple[str, ...]]] = {
     "pg from non-member": (tcp(CLI, DB, 5432), ("trk,new", "trk,new")),
     "ping code 0": (icmp(CLI, DB, 8, 0), ("trk,new", "trk,new")),
     "ping code 1": (icmp(CLI, DB, 8, 1), ("trk,new", "trk,new")),
-    "established": (tcp(WEB, CLI, 40000, sport=22, flags="ack"), ("trk,est", "trk,est")),
+    "reply": (tcp(WEB, CLI, 40000, sport=22, flags="ack"), ("trk,est,rpl", "trk,est,rpl")),
+    # Replies and related packets of a connection cut (ct_mark 0x1) are dropped.
+    "cut reply": (tcp(WEB, CLI, 40000, sport=22, flags="ack", ct_mark=1),
+                  ("trk,est,rpl", "trk,est,rpl")),
+    "cut related": (icmp(DB, CLI, 3, 3, ct_mark=1), ("trk,rel", "trk,rel")),
+    # The original direction of an established connection runs the rules again:
+    # allowed (also when cut: the cut is lifted) or dropped, cutting it.
+    "established ssh": (tcp(CLI, WEB, 22, flags="ack"), ("trk,est", "trk,est")),
+    "established ssh, cut": (tcp(CLI, WEB, 22, flags="ack", ct_mark=1), ("trk,est", "trk,est")),
+    "established telnet": (tcp(CLI, WEB, 23, flags="ack"), ("trk,est", "trk,est")),
+    "established, no rule": (tcp(WEB, CLI, 40000, sport=22, flags="ack"), ("trk,est", "trk,est")),
     "invalid": (tcp(CLI, WEB, 22), ("trk,inv",)),
     "ack pickup": (tcp(CLI, WEB, 22, flags="ack"), ("trk,new", "trk,new")),
     "related": (icmp(DB, CLI, 3, 3), ("trk,rel", "trk,rel")),
