@@ -232,8 +232,19 @@ class L3Scheduling:
         router_id = request.match_info["id"]
         router = orjson.loads((await self._router(router_id)).value)
         placements = await self.store.range(f"{L3_PLACEMENTS_PREFIX}{router_id}/")
-        states = {kv.key.rsplit("/", 1)[1]: orjson.loads(kv.value).get("state")
-                  for kv in (await self.store.range(f"{HA_STATES_PREFIX}{router_id}/")).kvs}
+        states: dict[str, str] = {}
+        newest: tuple[int, str] | None = None
+        for kv in (await self.store.range(f"{HA_STATES_PREFIX}{router_id}/")).kvs:
+            host = kv.key.rsplit("/", 1)[1]
+            states[host] = orjson.loads(kv.value).get("state")
+            if states[host] == "active" and (newest is None or (kv.mod_revision, host) > newest):
+                newest = (kv.mod_revision, host)
+        # Only the latest transition to active is shown active: an older one is
+        # a replaced master (dead, whose lease has not expired yet, or cut off),
+        # as the agents see it when they pick where the router's ports live.
+        for host, state in states.items():
+            if state == "active" and (newest is None or host != newest[1]):
+                states[host] = "standby"
         agents = []
         for kv in placements.kvs:
             found = await self.agents.repository.find(orjson.loads(kv.value)["agent_id"])
