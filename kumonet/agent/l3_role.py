@@ -11,14 +11,28 @@ leftovers of routers no longer wanted). An unchanged router is never
 re-applied, and ``L3Host.apply`` itself leaves a running keepalived alone
 when its configuration did not change: an agent restart causes no failover.
 
-Split brain (a master cut from the others while its agent still reaches the
-servers): when the servers show another host active more recently than this
-host's own active report, this host's keepalived is reloaded with a lower
-priority (`DemotingL3Host`). It stays master while cut off (nobody hears it),
-and when the partition heals it yields to the newer master instead of
-winning VRRP's tie-break by its higher address: the failed host comes back as
-standby, as after the other failure kinds. Back to standby, its priority is
-restored (``nopreempt`` keeps it standby).
+Partitions. All hosts run keepalived at one priority with ``nopreempt``, so
+VRRP alone settles two masters meeting after a partition by the higher
+address: an isolated old master could take the role back from the host that
+took over, a second transition and outage. The agent decides the outcome
+instead, through each router's priority offset (a ``track_file`` keepalived
+follows by inotify, no reload; `priority_offset` is the rule):
+
+* a master the servers know as the newest active, while an older active
+  report still stands (it took over from a master that may be cut off, not
+  dead), is raised by ``TAKEOVER_BOOST`` until that report goes (the old
+  master's lease expires or it reports standby);
+* a master the servers have not acknowledged yet, one with a newer active
+  elsewhere (it was cut off from its peers), and every master of an agent cut
+  off from the servers for ``ISOLATION_INTERVALS`` report intervals are
+  lowered by ``DEMOTION``;
+* otherwise (and always on a standby) the offset is 0.
+
+So when a partition heals, the side the servers saw take over keeps the
+master role and the cut-off host yields at once: one transition (its own, to
+standby), none on the master. The isolation timeout is below the lease time
+(3 intervals): the booster keeps its boost until the old master's lease has
+expired, and by then the old master has lowered itself.
 
 VRRP transitions arrive through ``on_ha_state`` (keepalived's notify FIFO, read
 on the event loop) and are sent at once by their own task to
@@ -30,7 +44,6 @@ since a new lease drops the states stored under the old one.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import ipaddress
 import logging
 import time
@@ -46,39 +59,26 @@ from kumonet.l3.garp import announce
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.l3.intent import RouterIntent, RouterIntentError, router_from_neutron
 from kumonet.l3.interface import OvsVethDriver
-from kumonet.l3.keepalived import KeepalivedAction, KeepalivedError
-from kumonet.l3.plan import L3Settings, RouterPlan, VrrpSettings, plan_router
+from kumonet.l3.keepalived import KeepalivedAction, KeepalivedError, write_priority_offset
+from kumonet.l3.plan import KeepalivedFiles, L3Settings, VrrpSettings
 from kumonet.l3.router import L3Host
 
 LOG = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.5
 L3_ERRORS = (L3CommandError, KeepalivedError, OSError)
-#: How far a stale master's VRRP priority drops (any drop makes it yield).
+#: How far a master that must yield drops its VRRP priority (any drop does).
 DEMOTION = 10
+#: How far a master that took over from a possibly cut-off one raises it.
+TAKEOVER_BOOST = 10
+#: Report intervals without an answer from the servers after which this host's
+#: masters count as cut off (below the 3 intervals of the host's lease).
+ISOLATION_INTERVALS = 1.5
 #: Every host's VRRP priority (equal: ``nopreempt`` and the first election
 #: decide). High, because the backup's master-down timer is 3 adverts plus a
 #: skew of (256 - priority)/256 adverts: 200 waits 0.32 s at 0.1 s adverts where
 #: Neutron's 50 waits 0.38 s.
 VRRP_PRIORITY = 200
-
-
-class DemotingL3Host(L3Host):
-    """`L3Host` whose routers in ``demoted`` get a lower VRRP priority."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.demoted: set[str] = set()
-        vrrp = self.settings.vrrp
-        self._demoted_settings = dataclasses.replace(
-            self.settings,
-            vrrp=dataclasses.replace(vrrp, priority=max(1, vrrp.priority - DEMOTION)),
-        )
-
-    def plan(self, intent: RouterIntent) -> RouterPlan:
-        if intent.id in self.demoted:
-            return plan_router(intent, self._demoted_settings)
-        return super().plan(intent)
 
 
 class L3Role:
@@ -116,7 +116,12 @@ class L3Role:
         self._applied: dict[str, RouterIntent] = {}
         self._pending: dict[str, tuple[RouterHAState, float]] = {}  # router → (state, since)
         self._report_due = asyncio.Event()
-        self._l3: DemotingL3Host | None = None
+        self._l3: L3Host | None = None
+        # Routers whose latest transition here the servers have not acknowledged.
+        self._unacknowledged: set[str] = set()
+        self._last_contact = time.monotonic()  # the servers last answered us
+        self.isolated = False  # no answer for ISOLATION_INTERVALS report intervals
+        self.offsets: dict[str, int] = {}  # router → priority offset written
         self._started: set[str] = set()  # keepalived started by the last reconcile
         self.passes = 0
         self.ready = asyncio.Event()  # set after the first reconciliation
@@ -127,6 +132,8 @@ class L3Role:
         """Routers (or what they are built from) changed; ``resync`` after a snapshot."""
         self._resync |= resync
         self._dirty.set()
+        # HA states of other hosts are among the changes: offsets follow at once.
+        self.update_offsets()
 
     def configurations(self) -> dict[str, Any]:
         """The L3 agent's ``configurations`` in ``GET /v2.0/agents`` (Neutron's keys)."""
@@ -219,13 +226,14 @@ class L3Role:
                 LOG.warning("flushing %s's MAC table failed: %s", bridge, error)
 
     async def run(self, config_loaded: asyncio.Event) -> None:
-        l3 = DemotingL3Host(self.settings, self.driver, on_ha_state=self._on_ha_state)
+        l3 = L3Host(self.settings, self.driver, on_ha_state=self._on_ha_state)
         async with l3:
             self._l3 = l3
             try:
                 async with asyncio.TaskGroup() as tasks:
                     tasks.create_task(self._sync_loop(l3, config_loaded), name="l3 routers")
                     tasks.create_task(self._report_loop(), name="l3 ha states")
+                    tasks.create_task(self._contact_loop(), name="l3 server contact")
             finally:
                 self._l3 = None
 
@@ -265,7 +273,7 @@ class L3Role:
                 LOG.info("router %s not buildable yet: %s", router_id, error)
         return intents
 
-    async def _sync_loop(self, l3: DemotingL3Host, config_loaded: asyncio.Event) -> None:
+    async def _sync_loop(self, l3: L3Host, config_loaded: asyncio.Event) -> None:
         await config_loaded.wait()
         self._dirty.set()
         while True:
@@ -296,38 +304,49 @@ class L3Role:
                     (time.perf_counter() - started) * 1000,
                 )
 
-    def stale_masters(self) -> set[str]:
-        """Routers active here while the servers show a later transition to
-        active on another host (split brain: this host was cut off)."""
+    def priority_offset(self, router_id: str) -> int:
+        """The VRRP priority offset this host's keepalived should run the router
+        with (the rule is in the module docstring)."""
+        if not self.local_active.get(router_id):
+            return 0
+        if self.isolated or router_id in self._unacknowledged:
+            return -DEMOTION
         here = self.config.host
-        stale = set()
-        for router_id, active in self.local_active.items():
-            states = self.mirror.ha_states.get(router_id, {})
-            mine = states.get(here)
-            if not active or mine is None or mine.state != ACTIVE:
-                continue
-            if any(
-                host != here and report.state == ACTIVE and report.revision > mine.revision
-                for host, report in states.items()
-            ):
-                stale.add(router_id)
-        return stale
+        states = self.mirror.ha_states.get(router_id, {})
+        mine = states.get(here)
+        # Acknowledged but not echoed yet: ours is the newest transition.
+        newest = mine.revision if mine is not None and mine.state == ACTIVE else None
+        others = [r.revision for h, r in states.items() if h != here and r.state == ACTIVE]
+        if newest is not None and any(revision > newest for revision in others):
+            return -DEMOTION  # replaced while cut off from the others
+        return TAKEOVER_BOOST if others else 0
 
-    async def _sync(self, l3: DemotingL3Host, resync: bool) -> list[str]:
+    def update_offsets(self) -> None:
+        """Write the priority offset of every HA router built here that changed
+        (a few bytes per router, on the loop: keepalived acts on it at once)."""
+        if self._l3 is None:
+            return
+        for router_id, intent in self._applied.items():
+            if intent.ha is None:
+                continue
+            offset = self.priority_offset(router_id)
+            if self.offsets.get(router_id) == offset:
+                continue
+            files = KeepalivedFiles(self.settings.router_dir(router_id))
+            try:
+                write_priority_offset(files, offset)
+            except OSError as error:
+                LOG.warning("priority offset of router %s not written: %s", router_id, error)
+                continue
+            if offset or self.offsets.get(router_id):
+                LOG.info("router %s: VRRP priority offset %+d here", router_id, offset)
+            self.offsets[router_id] = offset
+        for router_id in set(self.offsets) - set(self._applied):
+            del self.offsets[router_id]
+
+    async def _sync(self, l3: L3Host, resync: bool) -> list[str]:
         wanted = self.wanted()
         changed: list[str] = []
-        stale = self.stale_masters()
-        # Demoted until back to standby here (then ``nopreempt`` holds it there).
-        demoted = (l3.demoted | stale) - {r for r, a in self.local_active.items() if not a}
-        demoted &= set(wanted)
-        redo = demoted ^ l3.demoted
-        if redo:
-            LOG.warning(
-                "VRRP priority %s for routers %s (split brain: a newer master elsewhere)",
-                "lowered" if demoted - l3.demoted else "restored",
-                ", ".join(sorted(redo)),
-            )
-        l3.demoted = demoted
         if resync:
             # Routers placed here but not buildable yet are not removed: keep
             # what runs until their intent is complete.
@@ -341,6 +360,7 @@ class L3Role:
                 if report.keepalived is KeepalivedAction.STARTED
             }
             self._applied = {**{r: self._applied[r] for r in keep}, **wanted}
+            self.update_offsets()
             return changed
         for router_id in sorted(set(self._applied) - set(wanted)):
             if self._placed_here(router_id) and router_id in self.mirror.routers:
@@ -348,14 +368,16 @@ class L3Role:
             await l3.remove(router_id)
             del self._applied[router_id]
             self.local_active.pop(router_id, None)
+            self._unacknowledged.discard(router_id)
             changed.append(f"-{router_id}")
         for router_id, intent in sorted(wanted.items()):
-            if self._applied.get(router_id) == intent and router_id not in redo:
+            if self._applied.get(router_id) == intent:
                 continue
             report = await l3.apply(intent)
             self._applied[router_id] = intent
             if report.changed:
                 changed.append(router_id)
+        self.update_offsets()
         return changed
 
     def _placed_here(self, router_id: str) -> bool:
@@ -367,11 +389,13 @@ class L3Role:
         # Called from the event loop's reader: must not block.
         LOG.info("router %s is now %s here", router_id, state.value)
         self._pending[router_id] = (state, time.monotonic())
+        self._unacknowledged.add(router_id)
         self._report_due.set()
         active = state is RouterHAState.ACTIVE
         if self.local_active.get(router_id) != active:
             self.local_active[router_id] = active
             self._on_local_state()
+        self.update_offsets()
 
     async def _report_loop(self) -> None:
         while True:
@@ -390,6 +414,10 @@ class L3Role:
                     self._pending.setdefault(router_id, (state, since))
                     failed = True
                     continue
+                self._contact()
+                if known and router_id not in self._pending:  # no newer transition since
+                    self._unacknowledged.discard(router_id)
+                    self.update_offsets()
                 if not known:
                     # Our lease expired: the heartbeat registers again, and every
                     # state is reported after that.
@@ -404,3 +432,42 @@ class L3Role:
             if failed:
                 await asyncio.sleep(RETRY_DELAY)
                 self._report_due.set()
+
+    # -- contact with the servers ------------------------------------------------
+
+    def _contact(self) -> None:
+        self._last_contact = time.monotonic()
+        if self.isolated:
+            LOG.warning("servers answer again: masters here keep their VRRP priority")
+            self.isolated = False
+            self.update_offsets()
+
+    async def _contact_loop(self) -> None:
+        """Tell when this host is cut off from the servers while it is a master.
+
+        The heartbeat of the agent would tell too, but late (its request waits
+        for its whole timeout); this probe waits half an interval. It runs only
+        while a router is active here: a standby's priority does not matter."""
+        interval = self.config.report_interval
+        limit = ISOLATION_INTERVALS * interval
+        while True:
+            await asyncio.sleep(interval / 2)
+            if not any(self.local_active.values()):
+                self._last_contact = time.monotonic()
+                continue
+            try:
+                async with asyncio.timeout(interval / 2):
+                    await self.client.heartbeat(self.config.host)
+            except (ServerUnavailable, TimeoutError):
+                pass
+            else:
+                self._contact()
+                continue
+            if not self.isolated and time.monotonic() - self._last_contact > limit:
+                LOG.warning(
+                    "no answer from the servers for %.1f s: lowering the VRRP priority of"
+                    " the routers active here (a partition must not bring them back)",
+                    time.monotonic() - self._last_contact,
+                )
+                self.isolated = True
+                self.update_offsets()

@@ -206,3 +206,24 @@ class KeepalivedMonitor:
     def _exited(self, router_id: str) -> None:
         self.unwatch(router_id)
         self._on_exit(router_id)
+
+
+def read_priority_offset(files: KeepalivedFiles) -> int | None:
+    """The offset keepalived is tracking (``None``: no file, or not a number)."""
+    try:
+        return int(files.priority_offset.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_priority_offset(files: KeepalivedFiles, offset: int) -> bool:
+    """Set the router's VRRP priority offset (see `KeepalivedFiles.priority_offset`);
+    False when it had that value already. Written by rename, so keepalived never
+    reads a half-written number."""
+    if read_priority_offset(files) == offset:
+        return False
+    files.directory.mkdir(parents=True, exist_ok=True)
+    tmp = files.priority_offset.with_name(files.priority_offset.name + ".tmp")
+    tmp.write_text(f"{offset}\n")
+    tmp.replace(files.priority_offset)
+    return True

@@ -35,6 +35,7 @@ from kumonet.l3.intent import DEFAULT_MTU, RouterIntent
 NAMESPACE_PREFIX = "qrouter-"
 NFT_TABLE = "kumonet"
 ARP_RETRANS_MS = 100
+TRACK_FILE = "priority_offset"
 
 InterfaceKind = Literal["qr", "qg", "ha"]
 
@@ -146,6 +147,15 @@ class KeepalivedFiles:
     def state(self) -> Path:
         """The last HA state reported, for operators (``active``/``standby``/``fault``)."""
         return self.directory / "state"
+
+    @property
+    def priority_offset(self) -> Path:
+        """keepalived's ``track_file``: an integer added to the VRRP priority.
+
+        The agent writes it (a new master raises itself, a stale or isolated
+        one lowers itself); keepalived follows the file by inotify, so the
+        priority changes within milliseconds and without a reload."""
+        return self.directory / "priority_offset"
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,6 +280,7 @@ def plan_router(intent: RouterIntent, settings: L3Settings) -> RouterPlan:
         virtual_routes=tuple(routes),
         vrrp=settings.vrrp,
         notify_fifo=files.notify_fifo,
+        priority_offset=files.priority_offset,
     )
     return RouterPlan(
         router_id=intent.id,
@@ -382,12 +393,17 @@ def keepalived_conf(
     virtual_routes: tuple[Route, ...],
     vrrp: VrrpSettings,
     notify_fifo: Path,
+    priority_offset: Path | None = None,
 ) -> str:
     """keepalived.conf for one router (one VRRP instance named after the router).
 
     The addresses beyond the ha- VIP go to ``virtual_ipaddress_excluded``: they
     are not carried in adverts (VRRP limits an advert to 20 addresses) yet are
     added, announced by gratuitous ARP and removed with the master role.
+
+    ``priority_offset`` names a ``track_file`` whose integer is added to the
+    priority (weight 1; created holding 0 when missing): the agent's way to
+    decide who keeps the master role when a partition heals.
     """
     out = [
         "global_defs {",
@@ -396,6 +412,17 @@ def keepalived_conf(
         f"    vrrp_notify_fifo {notify_fifo}",
         "}",
         "",
+    ]
+    if priority_offset is not None:
+        out += [
+            f"track_file {TRACK_FILE} {{",
+            f'    file "{priority_offset}"',
+            "    weight 1",
+            "    init_file 0",
+            "}",
+            "",
+        ]
+    out += [
         f"vrrp_instance {router_id} {{",
         "    state BACKUP",
         f"    interface {ha_interface}",
@@ -410,6 +437,8 @@ def keepalived_conf(
         f"        {ha_vip.cidr} dev {ha_vip.device}",
         "    }",
     ]
+    if priority_offset is not None:
+        out += ["    track_file {", f"        {TRACK_FILE}", "    }"]
     if excluded:
         out.append("    virtual_ipaddress_excluded {")
         out += [f"        {a.cidr} dev {a.device}" for a in excluded]

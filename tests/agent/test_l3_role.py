@@ -1,12 +1,16 @@
-"""The L3 role's pure decisions: which routers this host builds, which of its
-masters a newer master elsewhere has replaced (split brain)."""
+"""The L3 role's pure decisions: which routers this host builds, and the VRRP
+priority offset of its masters (who keeps the master role when a partition
+heals)."""
 
 from pathlib import Path
 
 from kumonet.agent.config import AgentConfig
-from kumonet.agent.l3_role import L3Role
+from kumonet.agent.l3_role import DEMOTION, TAKEOVER_BOOST, L3Role
 from kumonet.agent.mirror import HaReport, IntentMirror
 from kumonet.agent.server_client import ServerClient
+from kumonet.l3.ha_state import RouterHAState
+from kumonet.l3.keepalived import read_priority_offset
+from kumonet.l3.plan import KeepalivedFiles
 
 ROUTER = "/config/neutron/routers/r1"
 
@@ -81,17 +85,50 @@ async def test_an_ha_router_without_its_port_here_waits(tmp_path: Path) -> None:
         assert L3Role(config(tmp_path), client, mirror).wanted() == {}
 
 
-async def test_a_master_replaced_while_cut_off_is_stale(tmp_path: Path) -> None:
+async def test_priority_offset_decides_who_keeps_the_master_role(tmp_path: Path) -> None:
     mirror = IntentMirror()
     seed(mirror)
     async with ServerClient(["http://127.0.0.1:1"]) as client:
         role = L3Role(config(tmp_path), client, mirror)
-        role.local_active["r1"] = True
-        mirror.ha_states["r1"] = {"host1": HaReport("active", 5)}
-        assert role.stale_masters() == set()
-        mirror.ha_states["r1"]["host2"] = HaReport("active", 4)  # older: we are the newer
-        assert role.stale_masters() == set()
+        # A standby: no offset, whatever the others say.
+        mirror.ha_states["r1"] = {"host2": HaReport("active", 4)}
+        assert role.priority_offset("r1") == 0
+        # Just became master here, not acknowledged by the servers yet: yields on a tie.
+        role._on_ha_state("r1", RouterHAState.ACTIVE)
+        assert role.priority_offset("r1") == -DEMOTION
+        role._unacknowledged.discard("r1")  # the report went through
+        # The old master's report still stands (dead or cut off): keep the role.
+        assert role.priority_offset("r1") == TAKEOVER_BOOST
+        mirror.ha_states["r1"]["host1"] = HaReport("active", 5)  # echoed
+        assert role.priority_offset("r1") == TAKEOVER_BOOST
+        # The old master's report went (lease expired) or says standby: settled.
+        mirror.ha_states["r1"]["host2"] = HaReport("standby", 6)
+        assert role.priority_offset("r1") == 0
+        # A newer master elsewhere: we were cut off from our peers, yield.
         mirror.ha_states["r1"]["host2"] = HaReport("active", 9)
-        assert role.stale_masters() == {"r1"}
-        role.local_active["r1"] = False  # back to standby here: nothing to demote
-        assert role.stale_masters() == set()
+        assert role.priority_offset("r1") == -DEMOTION
+        # Cut off from the servers: yield, whatever the (stale) mirror says.
+        mirror.ha_states["r1"]["host2"] = HaReport("standby", 10)
+        assert role.priority_offset("r1") == 0
+        role.isolated = True
+        assert role.priority_offset("r1") == -DEMOTION
+        role._on_ha_state("r1", RouterHAState.STANDBY)
+        assert role.priority_offset("r1") == 0
+
+
+async def test_offsets_are_written_for_keepalived(tmp_path: Path) -> None:
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = L3Role(config(tmp_path), client, mirror)
+        role._applied = role.wanted()
+        role._l3 = object()  # type: ignore[assignment]  # only "running" is looked at
+        files = KeepalivedFiles(role.settings.router_dir("r1"))
+        role.update_offsets()
+        assert read_priority_offset(files) == 0
+        role._on_ha_state("r1", RouterHAState.ACTIVE)
+        assert read_priority_offset(files) == -DEMOTION
+        assert role.offsets == {"r1": -DEMOTION}
+        role._applied = {}
+        role.update_offsets()
+        assert role.offsets == {}
