@@ -34,6 +34,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import math
 import os
 import secrets
 import select
@@ -350,7 +351,10 @@ class Bench:
             "device_id": f"bench-{vm.n}",
         }
 
-    async def plug(self, vms: Sequence[BenchVm]) -> None:
+    async def plug(self, vms: Sequence[BenchVm], t0: float) -> dict[str, float]:
+        """Plug the taps, one ovs-vsctl per host; returns when each host's returned."""
+        done: dict[str, float] = {}
+
         async def plug_host(host: str, mine: list[BenchVm]) -> None:
             args: list[str] = []
             for vm in mine:
@@ -368,9 +372,11 @@ class Bench:
                     "external_ids:iface-status=active",
                 ]
             await self.cloud.lab.ovs(host).vsctl(*args, time_limit=60)
+            done[host] = time.monotonic() - t0
 
         by_host = {h: [vm for vm in vms if vm.host == h] for h in self.cloud.hosts}
         await asyncio.gather(*(plug_host(h, m) for h, m in by_host.items() if m))
+        return done
 
     async def remove(self, vms: Sequence[BenchVm]) -> None:
         sem = asyncio.Semaphore(8)
@@ -407,6 +413,9 @@ class BatchResult:
     teardown_s: float
     hosts_of: dict[str, int]
     flows_done: dict[str, float]  # host → last flow change of the batch (s after t0)
+    # host → the batch's passes: (start, end) s after t0, flows added, deleted
+    passes: dict[str, list[tuple[float, float, int, int]]] = field(default_factory=dict)
+    plugged: dict[str, float] = field(default_factory=dict)  # host → its ovs-vsctl returned
 
 
 async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float) -> BatchResult:
@@ -427,18 +436,22 @@ async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float)
     pinger.go.set()
     await bench.create_ports(vms)
     api_s = time.monotonic() - t0
-    await bench.plug(vms)
+    plugged = await bench.plug(vms, t0)
     bind_s = time.monotonic() - t0
     await asyncio.to_thread(pinger.join)
     await asyncio.sleep(1.0)
     usage_after = {name: usage(pid) for name, pid in procs.items()}
     flows_after = await flow_counts(cloud)
-    flows_done = {
-        host: max(
-            (stamp - wall0 for stamp, added, deleted, _ in log.applied() if added or deleted),
-            default=float("nan"),
-        )
+    passes = {
+        host: [
+            (stamp - ms / 1000 - wall0, stamp - wall0, added, deleted)
+            for stamp, added, deleted, ms in log.applied()
+        ]
         for host, log in logs.items()
+    }
+    flows_done = {
+        host: max((end for _, end, added, deleted in mine if added or deleted), default=math.nan)
+        for host, mine in passes.items()
     }
     started = time.monotonic()
     await bench.remove(vms)
@@ -461,6 +474,8 @@ async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float)
         teardown_s,
         hosts_of,
         flows_done,
+        passes,
+        plugged,
     )
 
 
@@ -479,6 +494,12 @@ def report(result: BatchResult) -> None:
     print(f"\nK = {k} new ports over {len(result.hosts_of)} hosts (load {load})", flush=True)
     line("bulk POST answered", f"{result.api_s:.3f} s")
     line("taps plugged (ovs-vsctl per host)", f"{result.bind_s:.3f} s")
+    for host, mine in sorted(result.passes.items()):
+        # Where the time goes: each agent pass (start-end after t0, flows changed),
+        # against when that host's taps were plugged.
+        steps = " ".join(f"[{a:.3f}-{b:.3f} +{n}-{d}]" for a, b, n, d in mine if b > -1)
+        plug = result.plugged.get(host, math.nan)
+        print(f"    {host}: plugged {plug:.3f}; passes {steps}", flush=True)
     done = ", ".join(f"{h} {t:.3f}" for h, t in sorted(result.flows_done.items()))
     line("flows complete per host (agent logs, s)", done)
     line(

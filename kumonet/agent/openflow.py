@@ -16,14 +16,19 @@ serialising the same messages in Python.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from kumonet.agent.flow_channel import BundleFailed, FlowChannel
+from kumonet.agent.flow_mod import UnsupportedFlow
 from kumonet.dataplane.compiler import FlowDiff, diff_flows
 from kumonet.dataplane.flow import Flow
+
+LOG = logging.getLogger(__name__)
 
 #: High 16 bits of every kumonet flow cookie: "kn". Agreed with the compiler
 #: (``kumonet.dataplane.flow.COOKIE_MARKER``); a test keeps the two equal.
@@ -104,6 +109,9 @@ class OpenFlowBridge:
     target: str
     ofctl: str = "ovs-ofctl"
     timeout: float = 60.0
+    # Changes go through this persistent connection when given (and every line of
+    # the change can be encoded); through one ``ovs-ofctl --bundle`` otherwise.
+    channel: FlowChannel | None = field(default=None, compare=False)
 
     @classmethod
     def for_bridge(cls, rundir: str | Path, bridge: str) -> OpenFlowBridge:
@@ -122,6 +130,15 @@ class OpenFlowBridge:
         """Apply ``change`` in one atomic bundle: if any flow mod fails, none applies."""
         if change.empty:
             return
+        if self.channel is not None:
+            try:
+                await self.channel.apply(change.delete_cookies, change.add_lines())
+                return
+            except UnsupportedFlow as error:
+                # Nothing was sent: the same change goes through ovs-ofctl.
+                LOG.info("flow change through ovs-ofctl: %s", error)
+            except BundleFailed as error:
+                raise OpenFlowError(str(error)) from None
         await self._ofctl("--bundle", "add-flows", self.target, "-", stdin=change.bundle_text())
 
     async def reconcile(self, desired: Mapping[int, str]) -> FlowDiff[str]:
