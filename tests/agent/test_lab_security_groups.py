@@ -136,7 +136,7 @@ async def test_seed_002_rules_open_icmp_and_ssh_only(cloud: Cloud, groups: Group
         assert not await tcp(cloud, g.o, g.s1, 23, ok=False)
 
 
-async def test_removing_a_rule_cuts_new_connections_while_other_rules_flows_go_on(
+async def test_removing_a_rule_cuts_its_connections_while_other_rules_flows_go_on(
     cloud: Cloud, groups: Groups
 ) -> None:
     g = groups
@@ -148,7 +148,11 @@ async def test_removing_a_rule_cuts_new_connections_while_other_rules_flows_go_o
             return await tcp(cloud, g.o, g.s1, 22, ok=True)
 
         await eventually(ssh_open, "TCP 22 after its rule")
-        async with TcpSession(g.o.netns, g.s1.netns, fixed_ip(g.s1), 23) as telnet_session:
+        async with (
+            TcpSession(g.o.netns, g.s1.netns, fixed_ip(g.s1), 22) as ssh_session,
+            TcpSession(g.o.netns, g.s1.netns, fixed_ip(g.s1), 23) as telnet_session,
+        ):
+            assert await ssh_session.exchange()
             assert await telnet_session.exchange()
             await g.tenant.delete_rule(ssh_rule["id"])
 
@@ -156,7 +160,11 @@ async def test_removing_a_rule_cuts_new_connections_while_other_rules_flows_go_o
                 return not await tcp(cloud, g.o, g.s1, 22, ok=False)
 
             await eventually(ssh_closed, "TCP 22 refused after its rule went")
-            # the connection the other rule allowed is untouched
+            # The open ssh session is cut as soon as new ones are refused: what
+            # o sends is dropped (and the connection marked), nothing comes back ...
+            assert not await ssh_session.exchange()
+            assert not await ssh_session.exchange()
+            # ... while the connection the other rule allows is untouched.
             for _ in range(3):
                 assert await telnet_session.exchange()
         # and the rule that is left still admits new connections
@@ -165,7 +173,8 @@ async def test_removing_a_rule_cuts_new_connections_while_other_rules_flows_go_o
 
 async def test_remote_group_member_added_then_removed(cloud: Cloud, groups: Groups) -> None:
     """default's own rule (ingress from remote group default) admits o once o's
-    port joins default, and stops admitting it when it leaves."""
+    port joins default, and stops admitting it when it leaves, cutting o's
+    open connections while another member's go on."""
     g = groups
     assert not await ping(cloud, g.o, g.s1, ok=False)
     await g.tenant.update_port(g.o.port_id, security_groups=[g.open["id"], g.default["id"]])
@@ -176,13 +185,23 @@ async def test_remote_group_member_added_then_removed(cloud: Cloud, groups: Grou
 
         await eventually(admitted, "o admitted once in default")
         assert await tcp(cloud, g.o, g.s2, 5304, ok=True)
+        async with (
+            TcpSession(g.o.netns, g.s2.netns, fixed_ip(g.s2), 5306) as member,
+            TcpSession(g.s1.netns, g.s2.netns, fixed_ip(g.s2), 5307) as other,
+        ):
+            assert await member.exchange()
+            assert await other.exchange()
+            await g.tenant.update_port(g.o.port_id, security_groups=[g.open["id"]])
+
+            async def refused() -> bool:
+                return not await ping(cloud, g.o, g.s1, ok=False)
+
+            await eventually(refused, "o refused again once out of default")
+            assert not await member.exchange()
+            for _ in range(3):
+                assert await other.exchange()
     finally:
         await g.tenant.update_port(g.o.port_id, security_groups=[g.open["id"]])
-
-    async def refused() -> bool:
-        return not await ping(cloud, g.o, g.s1, ok=False)
-
-    await eventually(refused, "o refused again once out of default")
     assert not await tcp(cloud, g.o, g.s2, 5305, ok=False)
 
 
