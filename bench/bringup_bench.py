@@ -34,8 +34,10 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import datetime
 import math
 import os
+import re
 import secrets
 import select
 import socket
@@ -399,6 +401,30 @@ class Bench:
         await run(["ip", "-batch", "-"], stdin="".join(f"netns del {vm.netns}\n" for vm in vms))
 
 
+Pass = tuple[float, float, int, int, float, float]
+PASS_LINE = re.compile(
+    r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO kumonet\.agent\.daemon: "
+    r"reconciliation \d+: \+(\d+) -(\d+) flows in ([0-9.]+) ms"
+    r"(?: \(compile ([0-9.]+) ms, flows ([0-9.]+) ms\))?",
+    re.MULTILINE,
+)
+
+
+def pass_times(log: AgentLog, wall0: float) -> list[Pass]:
+    """The agent's passes logged since ``log.mark()``, in seconds after ``wall0``."""
+    with log.path.open("rb") as handle:
+        handle.seek(log.offset)
+        text = handle.read().decode(errors="replace")
+    found: list[Pass] = []
+    for m in PASS_LINE.finditer(text):
+        end = datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        ms = float(m.group(4))
+        compile_ms, flows_ms = (float(g) if g else math.nan for g in m.group(5, 6))
+        added, deleted = int(m.group(2)), int(m.group(3))
+        found.append((end - ms / 1000 - wall0, end - wall0, added, deleted, compile_ms, flows_ms))
+    return found
+
+
 @dataclass
 class BatchResult:
     k: int
@@ -413,8 +439,9 @@ class BatchResult:
     teardown_s: float
     hosts_of: dict[str, int]
     flows_done: dict[str, float]  # host → last flow change of the batch (s after t0)
-    # host → the batch's passes: (start, end) s after t0, flows added, deleted
-    passes: dict[str, list[tuple[float, float, int, int]]] = field(default_factory=dict)
+    # host → the batch's passes: (start, end) s after t0, flows added, deleted, and
+    # the ms of the pass spent compiling and applying flows
+    passes: dict[str, list[Pass]] = field(default_factory=dict)
     plugged: dict[str, float] = field(default_factory=dict)  # host → its ovs-vsctl returned
 
 
@@ -442,15 +469,9 @@ async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float)
     await asyncio.sleep(1.0)
     usage_after = {name: usage(pid) for name, pid in procs.items()}
     flows_after = await flow_counts(cloud)
-    passes = {
-        host: [
-            (stamp - ms / 1000 - wall0, stamp - wall0, added, deleted)
-            for stamp, added, deleted, ms in log.applied()
-        ]
-        for host, log in logs.items()
-    }
+    passes = {host: pass_times(log, wall0) for host, log in logs.items()}
     flows_done = {
-        host: max((end for _, end, added, deleted in mine if added or deleted), default=math.nan)
+        host: max((p[1] for p in mine if p[2] or p[3]), default=math.nan)
         for host, mine in passes.items()
     }
     started = time.monotonic()
@@ -497,7 +518,9 @@ def report(result: BatchResult) -> None:
     for host, mine in sorted(result.passes.items()):
         # Where the time goes: each agent pass (start-end after t0, flows changed),
         # against when that host's taps were plugged.
-        steps = " ".join(f"[{a:.3f}-{b:.3f} +{n}-{d}]" for a, b, n, d in mine if b > -1)
+        steps = " ".join(
+            f"[{a:.3f}-{b:.3f} +{n}-{d} c{c:.0f} f{f:.0f}]" for a, b, n, d, c, f in mine if b > -1
+        )
         plug = result.plugged.get(host, math.nan)
         print(f"    {host}: plugged {plug:.3f}; passes {steps}", flush=True)
     done = ", ".join(f"{h} {t:.3f}" for h, t in sorted(result.flows_done.items()))
