@@ -17,6 +17,7 @@ from kumonet.dataplane.flow import (
     SetField,
 )
 from kumonet.dataplane.pipeline import (
+    CT_MARK_CUT,
     KUMONET_PIPELINE,
     TABLE_STRIDE,
     Pipeline,
@@ -155,3 +156,15 @@ def test_flag_fields_render_and_need_their_prerequisites() -> None:
     assert "ct_state=+new+trk,dl_type=0x800,nw_proto=6,tcp_flags=-syn" in flow.body
     with pytest.raises(PipelineError, match="tcp_flags needs nw_proto"):
         acl.flow(5, {"dl_type": "0x800", "nw_proto": 17, "tcp_flags": "-syn"})
+
+
+def test_the_cut_mark_is_matched_and_written_only_where_the_acl_runs() -> None:
+    verdict = P.table("ingress_verdict")
+    ip: dict[str, str | int] = {"dl_type": "0x800", "ct_state": "-new+est+trk"}
+    cut = Conntrack("reg7", commit=True, mark=f"{CT_MARK_CUT:#x}/{CT_MARK_CUT:#x}")
+    assert verdict.flow(50, {**ip, "ct_mark": "0/0x1"}, [cut]).body.endswith(
+        "actions=ct(commit,zone=NXM_NX_REG7[0..15],exec(set_field:0x1/0x1->ct_mark))"
+    )
+    assert P.table("egress_acl").flow(190, {"ct_mark": "0x1/0x1"}).body
+    with pytest.raises(PipelineError, match="may not match ct_mark"):
+        P.table("l2_lookup").flow(1, {"ct_mark": "0x1/0x1"})
