@@ -6,6 +6,7 @@ and run dir, then measures:
   (a) installing N flows (default 10,000) with one reconcile: dump + one bundle;
   (b) reconciling the same N flows again (the agent-restart path): nothing applied;
   (c) a 1-flow change (one flow replaced) on top of N installed flows;
+  (c') the same, and installing N flows, through the persistent FlowChannel;
   (d) VIF plugged (ovs-vsctl add-port with iface-id) -> PortEvent with its ofport;
   (e) PACKET_OUT to the pipeline -> controller flow -> PACKET_IN in the handler.
 Prints each figure next to its target. Not a test: nothing asserts. Needs root.
@@ -26,6 +27,7 @@ import time
 import uuid
 from pathlib import Path
 
+from kumonet.agent.flow_channel import FlowChannel
 from kumonet.agent.openflow import COOKIE_MARKER_VALUE, InstalledFlows, OpenFlowBridge
 from kumonet.agent.ovsdb import BridgeSpec, Ovsdb, OvsdbConfig, PortEventKind
 from kumonet.agent.packet_in import PacketIn, PacketInChannel
@@ -157,6 +159,30 @@ async def bench(sandbox: Sandbox, n_flows: int, repeat: int) -> None:
         line(f"(c) 1-flow change, reconcile over {n_flows} p50/p99, ms",
              f"{pct(reconcile_ms, 50):.1f} / {pct(reconcile_ms, 99):.1f}",
              "p50 <= 150")  # fmt: skip
+
+        # (c') the same 1-flow change, and N flows at once, through the agent's
+        # persistent connection (FlowChannel) instead of an ovs-ofctl process
+        channel = FlowChannel(bridge.target)
+        fast = InstalledFlows(OpenFlowBridge(target=bridge.target, channel=channel))
+        await fast.converge(current)
+        channel_ms = []
+        for i in range(2 * repeat, 3 * repeat):
+            old = COOKIE_MARKER_VALUE | i
+            new = COOKIE_MARKER_VALUE | 1 << 32 | i
+            del current[old]
+            current[new] = replacement[new]
+            t = time.perf_counter()
+            change = await fast.converge(current)
+            channel_ms.append((time.perf_counter() - t) * 1000)
+            assert len(change.add) == 1 and change.delete_cookies == (old,)
+        line("(c') 1-flow change through FlowChannel p50/p99, ms",
+             f"{pct(channel_ms, 50):.1f} / {pct(channel_ms, 99):.1f}", "p50 <= 5")  # fmt: skip
+        await fast.converge({})
+        t = time.perf_counter()
+        await fast.converge(desired)
+        line(f"(c') install {n_flows} flows through FlowChannel, s",
+             f"{time.perf_counter() - t:.3f}", "(ovs-ofctl: (a))")  # fmt: skip
+        await channel.close()
         await bridge.reconcile({})
 
         # (d) VIF plug -> event with ofport
