@@ -57,6 +57,11 @@ tenant_network_types = vxlan
 [ml2_type_vxlan]
 vni_ranges = 1:4000
 """
+#: The L3 cloud's: routers on 2 of its 3 L3 hosts, so a third can replace a
+#: host that stays dead.
+L3_SERVER_CONFIG = SERVER_CONFIG.replace(
+    "[DEFAULT]\n", "[DEFAULT]\nmax_l3_agents_per_router = 2\nmin_l3_agents_per_router = 2\n"
+)
 
 # Run as ``python -c AGENT_WRAPPER INTERVAL --config FILE``: sets [agent]
 # report_interval in the file the lab wrote, then runs the real agent.
@@ -294,9 +299,9 @@ def agent_command(report_interval: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def running_server(workdir: Path) -> Iterator[str]:
+def running_server(workdir: Path, config: str = SERVER_CONFIG) -> Iterator[str]:
     """kumonet-server on a free loopback port and a SQLite store in ``workdir``."""
-    (workdir / "kumonet.ini").write_text(SERVER_CONFIG)
+    (workdir / "kumonet.ini").write_text(config)
     url = f"http://127.0.0.1:{free_port()}"
     server = shutil.which("kumonet-server") or str(Path(sys.executable).with_name("kumonet-server"))
     with (workdir / "server.log").open("w") as log:
@@ -337,14 +342,19 @@ def running_server(workdir: Path) -> Iterator[str]:
 
 @contextlib.contextmanager
 def running_cloud(
-    prefix: str, hosts: int = 3, *, l3_hosts: int = 0, keep_logs: Path | None = None
+    prefix: str,
+    hosts: int = 3,
+    *,
+    l3_hosts: int = 0,
+    keep_logs: Path | None = None,
+    server_config: str = SERVER_CONFIG,
 ) -> Iterator[Cloud]:
     """Server + lab of ``hosts`` with agents, all torn down on exit (logs copied
     to ``keep_logs`` first when given). ``host1..host<l3_hosts>`` are L3 hosts
     (routers, br-ex on the lab's external network 203.0.113.0/24)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"kumonet-{prefix}-"))
     try:
-        with running_server(workdir) as url:
+        with running_server(workdir, server_config) as url:
             lab = asyncio.run(
                 Lab.up(
                     hosts,
