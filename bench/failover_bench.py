@@ -18,13 +18,20 @@ floating IP. Then:
   TCP connection to the VM through it; the master fails; the outage is the
   longest time without a reply, less one interval (``kumonet.lab.outage``);
   the failed host is recovered and must settle as standby before the next
-  run.
+  run;
+- partition heal (kind ``heal``): the master is cut from its peers and the
+  servers (``link`` with the management network) for ``--heal-hold``
+  seconds, the other host takes over, then the partition heals. Measured on
+  the heal: VRRP transitions of the new master (from its agent's log) and
+  of the old one, the longest time without a reply and the pings lost after
+  the heal.
 
-    .venv/bin/python bench/failover_bench.py [--runs 10] [--kinds agent,link,host]
+    .venv/bin/python bench/failover_bench.py [--runs 10] [--kinds agent,link,host,heal]
 
 Targets (issue 6): outage <= 1 s max and <= 0.5 s median for agent and link;
-floating IP associate to traffic <= 300 ms. Anchors: Neutron L3 HA ~6.8 s,
-OVN with BFD ~3 s.
+floating IP associate to traffic <= 300 ms; on a partition heal 0 transitions
+of the new master and 0 lost pings. Anchors: Neutron L3 HA ~6.8 s, OVN with
+BFD ~3 s.
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kumonet.lab.outage import Pinger
+from kumonet.lab.outage import Pinger, PingReport, longest_gap
 from tests.cloud import Cloud, Network, Tenant, eventually, running_cloud
 
 SSH = 22
@@ -104,6 +111,22 @@ class Figures:
     stages: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     bringups: list[float] = field(default_factory=list)
     associates: list[float] = field(default_factory=list)
+    # Partition heals: (new master's transitions, old master's, outage s, lost pings).
+    heals: list[tuple[int, int, float, int]] = field(default_factory=list)
+
+
+def transitions_since(cloud: Cloud, host: str, since: float) -> int:
+    return sum(1 for _, message in agent_log(cloud, host, since) if " is now " in message)
+
+
+def lost_after(report: PingReport, at: float) -> int:
+    """Pings sent after ``at`` (from the first one answered before it on) that
+    got no reply."""
+    answered = {r.seq for r in report.replies}
+    before = [r.seq for r in report.replies if r.at <= at]
+    first = (max(before) + 1) if before else 1
+    last = max(answered, default=0)
+    return sum(1 for seq in range(first, last + 1) if seq not in answered)
 
 
 async def first_reply_after(pinger: Pinger, since: float, time_limit: float = 30.0) -> float:
@@ -170,9 +193,17 @@ async def associate(cloud: Cloud, tenant: Tenant, vm_port: str, runs: int) -> li
 
 
 async def failovers(
-    cloud: Cloud, router_id: str, fip: str, vm: str, kind: str, runs: int, figures: Figures
+    cloud: Cloud,
+    router_id: str,
+    fip: str,
+    vm: str,
+    kind: str,
+    runs: int,
+    figures: Figures,
+    heal_hold: float = 1.5,
 ) -> None:
     lab = cloud.lab
+    heal = kind == "heal"
     for run in range(runs):
         master = await one_active(cloud, router_id)
         assert master is not None
@@ -185,15 +216,36 @@ async def failovers(
             await pinger.wait_for_replies(10)
             flipped: list[float] = []
             poller = asyncio.create_task(api_flip(cloud, router_id, backup, flipped))
-            failure = await lab.fail_host(master, kind)
+            failure = await lab.fail_host(master, "link" if heal else kind, management=heal)
+            healed = 0.0
             try:
                 await pinger.wait_for_replies(20, after=failure.at)
                 await asyncio.wait_for(poller, 10)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(max(0.5, failure.at + heal_hold - time.time()))
             finally:
                 poller.cancel()
+                healed = time.time()
                 await lab.recover_host(master)
+            if heal:
+                await asyncio.sleep(2 * cloud.report_interval)
         report, tcp = pinger.report, stream.report
+        if heal:
+            gap = longest_gap([r.at for r in report.replies], healed, report.stopped)
+            figures.heals.append(
+                (
+                    transitions_since(cloud, backup, healed),
+                    transitions_since(cloud, master, healed),
+                    max(0.0, gap.seconds - report.interval),
+                    lost_after(report, healed),
+                )
+            )
+            print(
+                f"  heal #{run + 1}: {backup} (new master) {figures.heals[-1][0]} transitions,"
+                f" {master} (cut off) {figures.heals[-1][1]}; after the heal"
+                f" {figures.heals[-1][2] * 1000:.0f} ms without replies,"
+                f" {figures.heals[-1][3]} lost",
+                flush=True,
+            )
         figures.outages.setdefault(kind, []).append(report.outage)
         figures.tcp_outages.setdefault(kind, []).append(tcp.outage)
         figures.broken[kind] = figures.broken.get(kind, 0) + int(tcp.broken)
@@ -243,7 +295,9 @@ async def main_async(cloud: Cloud, args: argparse.Namespace) -> Figures:
         assert await cloud.lab.external_ping(fip)
         for kind in args.kinds:
             print(f"failover by {kind}, {args.runs}x", flush=True)
-            await failovers(cloud, router["id"], fip, vm.name, kind, args.runs, figures)
+            await failovers(
+                cloud, router["id"], fip, vm.name, kind, args.runs, figures, args.heal_hold
+            )
     finally:
         await tenant.close()
     return figures
@@ -285,6 +339,17 @@ def report(figures: Figures) -> None:
         print(f"{kind:>6}: " + ", ".join(cells))
     for name, meaning in STAGES:
         print(f"  {name}: {meaning}")
+    if figures.heals:
+        news, olds, gaps, losts = zip(*figures.heals, strict=True)
+        print("\n== partition heal (master cut from peers and servers, then healed) ==")
+        print(
+            f"new master's transitions on the heal: max {max(news)} (n={len(news)})"
+            f"  [target 0]; the cut-off host's: {', '.join(map(str, olds))} (1 = to standby)"
+        )
+        print(
+            f"after the heal: ping {_ms(list(gaps))} without replies, lost {sum(losts)}"
+            f" (max {max(losts)} per heal)  [target 0 lost]"
+        )
     print("\n== to traffic ==")
     print(f"router create + interface + gateway: {_ms(figures.bringups)}")
     print(
@@ -296,7 +361,10 @@ def report(figures: Figures) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=10, help="failovers per kind")
-    parser.add_argument("--kinds", default="agent,link,host")
+    parser.add_argument("--kinds", default="agent,link,host,heal")
+    parser.add_argument(
+        "--heal-hold", type=float, default=1.5, help="seconds a partition lasts (kind heal)"
+    )
     parser.add_argument("--bringups", type=int, default=3)
     parser.add_argument("--associates", type=int, default=10)
     parser.add_argument("--keep-logs", type=Path)
