@@ -3,14 +3,16 @@
 A kumonet flow is known by its cookie alone: the compiler derives the cookie from the
 flow's content and puts ``COOKIE_MARKER`` in its high 16 bits. Reconciling is then a
 set difference on cookies (``kumonet.dataplane.compiler.diff_flows``, pure), applied
-as ONE ``ovs-ofctl --bundle`` transaction that deletes obsolete cookies and adds missing
-flows. A flow still wanted is never deleted and re-added, so restarting the agent does
-not disturb traffic (its counters and ``duration`` survive).
+as ONE atomic bundle that deletes obsolete cookies and adds missing flows. A flow still
+wanted is never deleted and re-added, so restarting the agent does not disturb traffic
+(its counters and ``duration`` survive).
 
-``ovs-ofctl`` talks to the bridge's service socket (``unix:RUNDIR/<bridge>.mgmt``),
-so no controller has to be configured on the bridge. One bundled ``ovs-ofctl`` call
-installs 10,000 flows in about 0.2 s on this class of machine, far faster than
-serialising the same messages in Python.
+Both ways reach the bridge's service socket (``unix:RUNDIR/<bridge>.mgmt``), so no
+controller has to be configured on the bridge. A change goes through the bridge's
+`FlowChannel` when it has one (a persistent connection: a 1-flow change in about 1 ms,
+2,000 flows in about 30 ms) and through ``ovs-ofctl --bundle`` otherwise, or when a
+line is beyond the channel's encoder (15-35 ms per call, mostly the process start).
+Dumps (the first pass after a start, or after a failure) always use ``ovs-ofctl``.
 """
 
 from __future__ import annotations
