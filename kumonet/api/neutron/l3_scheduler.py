@@ -125,6 +125,8 @@ class LeaderMemory:
     dead_since: dict[str, float] = field(default_factory=dict)
     # Routers whose status it set to ERROR (split brain); read at start.
     errored: set[str] | None = None
+    # When this leader first saw two live hosts report each router active.
+    split_since: dict[str, float] = field(default_factory=dict)
     last_sweep: float = 0.0
 
 
@@ -502,6 +504,15 @@ class L3Rescheduler:
                     await self.scheduler.schedule(router_id, up_to="min", fence=fence,
                                                   only=newer)
             split = schedule.ha and split_brain(states.get(router_id, {}), alive)
+            if split:
+                # A master that died keeps its "active" until its lease expires
+                # (a grace of heartbeats): every failover would show as a split
+                # for that long. Longer, both hosts are alive: a real split.
+                since = memory.split_since.setdefault(router_id, now)
+                actives = [h for h, state in states[router_id].items() if state == "active"]
+                split = now - since >= max(self._grace(records.get(h)) for h in actives)
+            else:
+                memory.split_since.pop(router_id, None)
             wanted = ROUTER_STATUS_SPLIT_BRAIN if split else ROUTER_STATUS_ACTIVE
             if split != (router_id in memory.errored) and \
                     await self._set_status(router_id, wanted, fence):
@@ -512,6 +523,8 @@ class L3Rescheduler:
         for host in list(memory.dead_since):
             if host not in records:
                 del memory.dead_since[host]
+        for router_id in set(memory.split_since) - set(states):
+            del memory.split_since[router_id]
 
     async def _router_statuses(self) -> list[tuple[str, str]]:
         prefix = neutron_prefix("routers")
