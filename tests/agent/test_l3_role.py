@@ -2,6 +2,8 @@
 priority offset of its masters (who keeps the master role when a partition
 heals)."""
 
+import asyncio
+import dataclasses
 from pathlib import Path
 
 from kumonet.agent.config import AgentConfig
@@ -132,3 +134,25 @@ async def test_offsets_are_written_for_keepalived(tmp_path: Path) -> None:
         role._applied = {}
         role.update_offsets()
         assert role.offsets == {}
+
+
+async def test_a_master_cut_off_from_the_servers_counts_as_isolated(tmp_path: Path) -> None:
+    mirror = IntentMirror()
+    seed(mirror)
+    settings = dataclasses.replace(config(tmp_path), report_interval=0.1)
+    # Nothing listens on port 1: every probe fails at once.
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = L3Role(settings, client, mirror)
+        probe = asyncio.create_task(role._contact_loop())
+        try:
+            await asyncio.sleep(0.5)
+            assert not role.isolated  # standby only: nothing to decide
+            role.local_active["r1"] = True
+            for _ in range(100):
+                if role.isolated:
+                    break
+                await asyncio.sleep(0.05)
+            assert role.isolated
+            assert role.priority_offset("r1") == -DEMOTION
+        finally:
+            probe.cancel()
