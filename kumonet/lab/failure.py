@@ -1,7 +1,8 @@
 """Failure injection on a lab host: what fails, how it is found and killed,
 and the record that ``recover`` and ``status`` read.
 
-Three kinds (``lab host fail HOST --how ...``):
+Four kinds (``lab host fail HOST --how ...``; ``management`` only through
+`Lab.fail_host` for now, the command line offers the other three):
 
 ``agent``
     the host's kumonet-agent, every keepalived of its routers and any other
@@ -18,6 +19,10 @@ Three kinds (``lab host fail HOST --how ...``):
     connections to the relayed servers, as when a host's only NIC is cut
     (heartbeats and watches stall, the server declares the agent dead).
     Recover: links up, the table deleted.
+``management``
+    only the management network: the agent's connections to the relayed
+    servers are dropped (the nftables table of ``link --management``), the
+    data links stay up. Recover: the table deleted.
 ``host``
     the machine dies: ovs-vswitchd, ovsdb-server, the agent, keepalived and
     whatever else runs in the host's namespaces (SIGKILL). Recover: OVS
@@ -58,6 +63,7 @@ FAILURE_FILE = "failure.json"
 class FailureKind(StrEnum):
     AGENT = "agent"
     LINK = "link"
+    MANAGEMENT = "management"
     HOST = "host"
 
 

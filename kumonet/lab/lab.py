@@ -506,13 +506,14 @@ class Lab:
     async def fail_host(
         self, host: str, how: str | FailureKind, *, management: bool = False
     ) -> Failure:
-        """Inject a failure (``agent``, ``link`` or ``host``; see
-        ``kumonet.lab.failure``); LabError if the host has failed already.
+        """Inject a failure (``agent``, ``link``, ``management`` or ``host``;
+        see ``kumonet.lab.failure``); LabError if the host has failed already.
         ``management`` (links only): the agent loses the servers too."""
         record = self.host(host)
         kind = failure_kind(how)
         if management and kind is not FailureKind.LINK:
             raise LabError("only a link failure can cut the management network too")
+        management |= kind is FailureKind.MANAGEMENT
         host_dir = Path(record.dir)
         links = tuple(external.host_links(self.layout, record)) \
             if kind is FailureKind.LINK else ()
@@ -521,7 +522,7 @@ class Lab:
         failure = Failure(host, kind, time.time(), links=links, management=management)
         claim_failure(host_dir, failure)
         namespaces = await self._host_namespaces(record)
-        if kind is FailureKind.LINK:
+        if kind in (FailureKind.LINK, FailureKind.MANAGEMENT):
             if management:
                 servers = _loopback_targets(self.state.server_urls)
                 if servers:
@@ -551,7 +552,7 @@ class Lab:
         failure = read_failure(host_dir)
         if failure is None:
             raise LabError(f"{host} has not failed (nothing to recover)")
-        if failure.how is FailureKind.LINK:
+        if failure.how in (FailureKind.LINK, FailureKind.MANAGEMENT):
             for ns, name in failure.links:
                 await run(["ip", "-n", ns, "link", "set", "dev", name, "up"])
             if failure.management:
