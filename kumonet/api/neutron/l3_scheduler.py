@@ -23,8 +23,10 @@ Who schedules:
   (:class:`~kumonet.cluster.leadership.Leadership`), places routers that
   have no host when L3 hosts register, tops routers below the minimum up
   onto hosts that (re)register, and moves placements off a host whose
-  alive key has been gone for the grace period. Each of its writes carries
-  the fencing token.
+  alive key has been gone for the grace period — unless the router's live
+  hosts all report standby: then the lost host is still its VRRP master
+  (only its agent lost the servers) and moving would only cause a failover
+  when it returns. Each of its writes carries the fencing token.
 
 An HA placement comes with the router's HA port on that host: the port is
 made first, then the placement is committed; if the commit loses, the port
@@ -40,7 +42,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from enum import Enum
@@ -114,6 +116,18 @@ class ReschedulerSettings:
     grace_seconds: float | None = None
     leader_ttl: int = 10
     sweep_seconds: float = 60.0
+
+
+def held_by_unreachable(
+    states: Mapping[str, str], placed: Iterable[str], alive: Iterable[str]
+) -> bool:
+    """An HA router whose live hosts all report standby (at least one) is
+    served by a host the servers lost: its peers still hear its VRRP adverts,
+    else one of them would be active by now. Its agent lost the servers (a
+    management network cut), not its dataplane: moving the router off would
+    stop a working master when the agent returns, a needless failover."""
+    live = [states.get(host) for host in placed if host in set(alive)]
+    return bool(live) and all(state == "standby" for state in live)
 
 
 @dataclass
@@ -487,11 +501,12 @@ class L3Rescheduler:
             schedule = RouterSchedule.from_json(orjson.loads(kv.value))
             router_id = schedule.router_id
             placed = placements.get(router_id, [])
+            held = schedule.ha and held_by_unreachable(states.get(router_id, {}), placed, alive)
             for host in placed:
                 if host in alive:
                     continue
                 since = memory.dead_since.setdefault(host, now)
-                if now - since >= self._grace(records.get(host)):
+                if now - since >= self._grace(records.get(host)) and not held:
                     await self._move_off(router_id, host, fence)
             if not placed:
                 await self.scheduler.schedule(router_id, fence=fence)

@@ -21,6 +21,7 @@ from kumonet.api.neutron.l3_scheduler import (
     ReschedulerSettings,
     RouterL3,
     RouterScheduler,
+    held_by_unreachable,
 )
 from kumonet.api.neutron.networks import Networks
 from kumonet.api.neutron.ports import Ports
@@ -95,3 +96,19 @@ async def test_stale_leader_cannot_move_placements(store: Store,
     assert sorted(await scheduler.placed_hosts(router_id)) == ["network2", "network3"]
     assert set(await scheduler.ha.ports_of(router_id)) == {"network2", "network3"}
     await two.resign(new)
+
+
+def test_a_router_its_live_hosts_hear_from_stays_on_its_lost_host() -> None:
+    placed = ["network1", "network2", "network3"]
+    alive = ["network2", "network3"]
+    # Every live host standby: network1 (lost to the servers) is still master.
+    assert held_by_unreachable({"network1": "active", "network2": "standby",
+                                "network3": "standby"}, placed, alive)
+    assert held_by_unreachable({"network2": "standby", "network3": "standby"}, placed, alive)
+    # A live host took over (network1 died), or one has not reported: move.
+    assert not held_by_unreachable({"network2": "active", "network3": "standby"},
+                                   placed, alive)
+    assert not held_by_unreachable({"network2": "standby"}, placed, alive)
+    assert not held_by_unreachable({"network2": "fault", "network3": "standby"}, placed, alive)
+    # No live host at all: nothing hears the lost one, move.
+    assert not held_by_unreachable({"network1": "active"}, placed, [])
