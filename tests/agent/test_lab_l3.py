@@ -329,6 +329,41 @@ async def test_partition_heals_without_a_second_failover(
     await eventually(settled, "exactly one active after the heal", time_limit=30)
 
 
+@pytest.mark.parametrize("hold", [2.5, 8.0], ids=["short", "long"])
+async def test_a_master_cut_from_the_servers_only_keeps_forwarding(
+    l3_cloud: Cloud, seed: Seed, hold: float
+) -> None:
+    """Only the control plane is cut (the master's agent loses the servers;
+    VRRP and the data links stay): no transition anywhere, no lost packet.
+    The master lowers its priority while cut off (its peers keep hearing it:
+    ``nopreempt`` keeps them standby) and restores it afterwards. ``long``
+    outlasts its lease: the servers declare the agent dead but do not move
+    the router, since its live host is standby (the master is alive)."""
+    lab = l3_cloud.lab
+    master = await exactly_one_active(l3_cloud, seed.router_id)
+    assert master is not None
+    hosts = await hosting(l3_cloud, seed.router_id)
+    logs = {h: Path(lab.host(h).dir) / "agent.log" for h in hosts}
+    marks = {h: log.stat().st_size for h, log in logs.items()}
+    async with lab.external_pinger(seed.fip) as pinger:
+        await pinger.wait_for_replies(10)
+        await lab.fail_host(master, "management")
+        try:
+            await asyncio.sleep(hold)
+        finally:
+            await lab.recover_host(master)
+        await pinger.wait_for_replies(20, after=time.time())
+    print(f"\nservers cut {hold:g} s: {pinger.report.describe()}")
+    for host, log in logs.items():
+        assert transitions(log, marks[host]) == [], f"{host} changed role"
+    assert pinger.report.lost == 0, pinger.report.describe()
+
+    async def restored() -> bool:
+        return await exactly_one_active(l3_cloud, seed.router_id) == master
+
+    await eventually(restored, f"{master} still the one active", time_limit=30)
+
+
 async def test_router_moves_off_a_host_that_stays_dead(l3_cloud: Cloud, seed: Seed) -> None:
     """Master A dies for good: B takes over at once, then the router is
     placed on the spare L3 host C, whose namespace comes up as standby; when
