@@ -142,3 +142,13 @@ def test_split_actions_respects_parentheses() -> None:
         "ct(commit,zone=NXM_NX_REG6[0..15],exec(set_field:0x1/0x1->ct_mark))",
         "goto_table:5",
     ]
+
+
+def test_every_match_field_of_the_dataplane_is_encoded() -> None:
+    """A field the compiler may match on but the encoder lacks would send every change
+    touching it through ovs-ofctl (correct, but slow): extend ``flow_mod._FIELDS``."""
+    from kumonet.agent import flow_mod
+    from kumonet.dataplane.flow import FIELDS
+
+    missing = set(FIELDS) - set(flow_mod._FIELDS) - {"tp_src", "tp_dst"}
+    assert not missing
