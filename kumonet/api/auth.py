@@ -25,6 +25,21 @@ class Unauthorized(NeutronError):
     type_name = "HTTPUnauthorized"
 
 
+class Rejected(Exception):
+    """The authenticator's own answer, sent as it is.
+
+    A Neutron server's authtoken filter answers a missing, bad, revoked or
+    expired token before Neutron sees the request: ``401`` with Keystone's
+    ``{"error": {"code", "title", "message"}}`` body and a ``WWW-Authenticate:
+    Keystone uri="..."`` header telling the client where to log in. kumonet
+    sends keystonemiddleware's answer unchanged so clients see the same.
+    """
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 class Authenticator(Protocol):
     async def identify(self, request: web.Request) -> Identity: ...
 
@@ -60,18 +75,26 @@ class KeystoneAuth:
 
         self._protocol = auth_token.AuthProtocol(app, conf)
 
-    def _run(self, environ: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    def _run(self, environ: dict[str, Any]) -> tuple[str, list[tuple[str, str]], bytes]:
+        """keystonemiddleware on ``environ``: its status line, headers and body
+        (the app's empty 200 when it let the request through)."""
         status: list[str] = []
+        headers: list[tuple[str, str]] = []
 
-        def start_response(code: str, headers: list[tuple[str, str]],
+        def start_response(code: str, sent: list[tuple[str, str]],
                            exc_info: object = None) -> Callable[[bytes], None]:
             status.append(code)
+            headers[:] = sent
             return lambda _data: None
 
-        body = self._protocol(environ, start_response)
-        for _chunk in body:
-            pass
-        return (status[0] if status else "500"), environ
+        chunks = self._protocol(environ, start_response)
+        try:
+            body = b"".join(chunks)
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        return (status[0] if status else "500 Internal Server Error"), headers, body
 
     async def identify(self, request: web.Request) -> Identity:
         environ: dict[str, Any] = {
@@ -86,21 +109,37 @@ class KeystoneAuth:
             environ["HTTP_" + name.upper().replace("-", "_")] = value
         loop = asyncio.get_running_loop()
         try:
-            status, environ = await loop.run_in_executor(None, self._run, environ)
+            status, headers, body = await loop.run_in_executor(None, self._run, environ)
         except Exception:
             # keystonemiddleware answers Keystone outages itself (503); what
             # escapes is a configuration problem the operator must see.
             log.exception("keystonemiddleware failed")
             raise ServiceUnavailable("The identity service cannot validate tokens now.",
                                      type_name="HTTPServiceUnavailable") from None
-        if not environ.get(self._captured_key) or environ.get("HTTP_X_IDENTITY_STATUS") \
-                != "Confirmed":
+        if not environ.get(self._captured_key):
+            raise Rejected(_response(status, headers, body))
+        if environ.get("HTTP_X_IDENTITY_STATUS") != "Confirmed":
+            # Only with delay_auth_decision: the operator chose to let
+            # unauthenticated requests through; Neutron would refuse them.
             raise Unauthorized("Authentication required")
-        headers = {"X-Project-Id": environ.get("HTTP_X_PROJECT_ID", ""),
-                   "X-User-Id": environ.get("HTTP_X_USER_ID", ""),
-                   "X-Roles": environ.get("HTTP_X_ROLES", "")}
-        identity = identity_from_headers(headers)
+        identity = identity_from_headers({
+            "X-Project-Id": environ.get("HTTP_X_PROJECT_ID", ""),
+            "X-User-Id": environ.get("HTTP_X_USER_ID", ""),
+            "X-Roles": environ.get("HTTP_X_ROLES", "")})
         if identity.project_id is None and "admin" not in identity.roles:
             # A token without a project is not Neutron's noauth admin.
-            raise Unauthorized(f"Token without project scope ({status})")
+            raise Unauthorized("Token without project scope")
         return identity
+
+
+# Hop-by-hop or recomputed by aiohttp: not copied from the WSGI answer.
+_DROPPED_HEADERS = frozenset({"content-length", "connection", "transfer-encoding"})
+
+
+def _response(status: str, headers: list[tuple[str, str]], body: bytes) -> web.Response:
+    code, _, reason = status.partition(" ")
+    response = web.Response(status=int(code), reason=reason or None, body=body)
+    for name, value in headers:
+        if name.lower() not in _DROPPED_HEADERS:
+            response.headers.add(name, value)
+    return response

@@ -4,6 +4,7 @@ noauth's header identity."""
 
 from __future__ import annotations
 
+import socket
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -78,18 +79,25 @@ def _stand_in_keystone() -> web.Application:
     return app
 
 
+def _options(base: str) -> dict[str, str]:
+    return {"www_authenticate_uri": base, "auth_url": base, "auth_type": "password",
+            "username": "neutron", "password": "secret", "project_name": "service",
+            "user_domain_name": "Default", "project_domain_name": "Default"}
+
+
+def _keystone_auth(base: str) -> KeystoneAuth:
+    with warnings.catch_warnings():
+        # keystonemiddleware warns about its in-process token cache.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return KeystoneAuth(_options(base))
+
+
 @pytest.fixture
 async def keystone_api(tmp_path: Path, server_config: ServerConfig) -> AsyncIterator[Api]:
     keystone = TestServer(_stand_in_keystone(), host="127.0.0.1")
     await keystone.start_server()
     base = f"http://127.0.0.1:{keystone.port}"
-    options = {"www_authenticate_uri": base, "auth_url": base, "auth_type": "password",
-               "username": "neutron", "password": "secret", "project_name": "service",
-               "user_domain_name": "Default", "project_domain_name": "Default"}
-    with warnings.catch_warnings():
-        # keystonemiddleware warns about its in-process token cache.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        auth = KeystoneAuth(options)
+    auth = _keystone_auth(base)
     store = await open_store(f"sqlite:///{tmp_path}/ks.db")
     client: TestClient[Any, Any] = TestClient(TestServer(
         make_app(store, server_config, auth), host="127.0.0.1"))
@@ -105,7 +113,8 @@ async def keystone_api(tmp_path: Path, server_config: ServerConfig) -> AsyncIter
 async def test_keystone_tokens_decide_identity(keystone_api: Api) -> None:
     api = keystone_api
     status, body = await api.call("GET", "/v2.0/networks")
-    assert status == 401 and body["NeutronError"]["type"] == "HTTPUnauthorized"
+    # keystonemiddleware's own answer, as a Neutron server's authtoken filter sends it
+    assert status == 401 and body["error"]["title"] == "Unauthorized", body
     status, body = await api.call("GET", "/v2.0/networks",
                                   headers={"X-Auth-Token": "tok-bogus"})
     assert status == 401
@@ -125,3 +134,26 @@ async def test_keystone_tokens_decide_identity(keystone_api: Api) -> None:
         "provider:network_type": "vxlan"}}, headers=member)
     assert status == 403
 
+
+
+async def test_keystone_unreachable_is_503_not_401(tmp_path: Path,
+                                                   server_config: ServerConfig) -> None:
+    # A port nothing listens on: keystonemiddleware cannot get its own token.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    store = await open_store(f"sqlite:///{tmp_path}/ks.db")
+    client: TestClient[Any, Any] = TestClient(TestServer(
+        make_app(store, server_config, _keystone_auth(dead)), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        async with client.get("/v2.0/networks", headers={
+                "X-Auth-Token": "tok-member", "Accept": "application/json"}) as resp:
+            assert resp.status == 503, await resp.text()
+        async with client.get("/v2.0/networks") as resp:
+            # no token: refused before Keystone is asked
+            assert resp.status == 401
+            assert resp.headers["WWW-Authenticate"] == f'Keystone uri="{dead}"'
+    finally:
+        await client.close()
+        await store.close()
