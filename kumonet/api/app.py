@@ -11,7 +11,7 @@ from typing import Protocol
 
 from aiohttp import web
 
-from kumonet.api.auth import Authenticator
+from kumonet.api.auth import Authenticator, Rejected
 from kumonet.api.neutron.extensions import Extension, ExtensionsController
 from kumonet.api.neutron.resource import (
     IDENTITY_KEY,
@@ -102,7 +102,10 @@ def identity_middleware(authenticator: Authenticator) -> Callable[..., Awaitable
         # "/" is the versions document; OpenDaylight's faces check ODL's
         # basic auth themselves (kumonet.api.restconf.BasicAuth).
         if request.path != "/" and not request.path.startswith(SELF_AUTHENTICATED_PREFIXES):
-            request[IDENTITY_KEY] = await authenticator.identify(request)
+            try:
+                request[IDENTITY_KEY] = await authenticator.identify(request)
+            except Rejected as rejected:
+                return rejected.response
         return await handler(request)
 
     return identify
