@@ -32,3 +32,14 @@ demo: deps
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+
+# --- Keystone for the auth tests (tests/api/test_keystone.py) --------------
+# A real Keystone in its own virtualenv (its pins apart from kumonet's), one
+# step so it can be dropped or moved as a whole; Debian's keystone package
+# would pull in ~230 packages and a uwsgi service.
+KEYSTONE_VENV := .venv-keystone
+$(KEYSTONE_VENV)/.installed: tools/keystone-constraints.txt | $(STAMP)
+	test -x $(KEYSTONE_VENV)/bin/python || /usr/bin/python3 -m venv $(KEYSTONE_VENV)
+	$(KEYSTONE_VENV)/bin/pip install -q -c tools/keystone-constraints.txt keystone
+	touch $@
+deps: $(KEYSTONE_VENV)/.installed
