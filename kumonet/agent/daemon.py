@@ -266,8 +266,15 @@ class Agent:
                 revision = max(revision, batch.revision + 1)
 
     def _changed(self, change: Change, *, resync: bool = False) -> None:
-        if change.intent_changed or change.ports:
+        if change.intent_changed or change.routers_changed:
             self._dirty.set()
+        elif change.ports:
+            # Only what the servers hold about ports changed, not what they compile to
+            # (mostly the statuses agents report, ours coming back): the report loop
+            # settles that without a pass. A batch of new ports on other hosts would
+            # otherwise cost every agent a pass per status batch, while their own new
+            # ports wait.
+            self._report_due.set()
         if self.l3 is not None and (change.routers_changed or resync):
             self.l3.changed(resync=resync)
 
