@@ -39,12 +39,11 @@ from kumonet.agent.packet_in import (
     OFPT_ERROR,
     OFPT_HELLO,
     OpenFlowProtocolError,
+    read_message,
     socket_path,
 )
 
 LOG = logging.getLogger(__name__)
-
-_HEADER = struct.Struct("!BBHI")
 
 
 class BundleFailed(RuntimeError):
@@ -149,7 +148,7 @@ class FlowChannel:
         try:
             writer.write(message(OFPT_HELLO, next(self._xids)))
             await writer.drain()
-            version, msg_type, _ = await asyncio.wait_for(_read(reader), self._timeout)
+            version, msg_type, _, _ = await asyncio.wait_for(read_message(reader), self._timeout)
             if msg_type != OFPT_HELLO or version < OFP14_VERSION:
                 raise OpenFlowProtocolError(f"HELLO version {version} type {msg_type}")
         except (OSError, asyncio.IncompleteReadError, TimeoutError, OpenFlowProtocolError) as error:
@@ -162,14 +161,12 @@ class FlowChannel:
     async def _read_loop(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                header = await reader.readexactly(_HEADER.size)
-                _, msg_type, length, xid = _HEADER.unpack(header)
-                body = await reader.readexactly(length - _HEADER.size)
+                _, msg_type, xid, body = await read_message(reader)
                 if msg_type == OFPT_ECHO_REQUEST:
                     writer.write(message(OFPT_ECHO_REPLY, xid, body))
                 else:
                     self._answer(msg_type, xid, body)
-        except (OSError, asyncio.IncompleteReadError) as error:
+        except (OSError, asyncio.IncompleteReadError, OpenFlowProtocolError) as error:
             reason = str(error) or type(error).__name__
             if self._writer is writer:
                 LOG.info("flow channel to %s closed: %s", self._path, reason)
@@ -206,9 +203,3 @@ class FlowChannel:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-
-
-async def _read(reader: asyncio.StreamReader) -> tuple[int, int, bytes]:
-    header = await reader.readexactly(_HEADER.size)
-    version, msg_type, length, _ = _HEADER.unpack(header)
-    return version, msg_type, await reader.readexactly(length - _HEADER.size)

@@ -28,6 +28,8 @@ import re
 import struct
 from collections.abc import Iterable
 
+from kumonet.agent.packet_in import encode_message
+
 OFP14_VERSION = 0x05
 
 OFPT_FLOW_MOD = 14
@@ -71,7 +73,6 @@ NXAST_CT_CLEAR = 43
 NX_CT_F_COMMIT = 1
 NX_CT_RECIRC_NONE = 0xFF
 
-_HEADER = struct.Struct("!BBHI")
 # cookie, cookie_mask, table_id, command, idle, hard, priority, buffer_id, out_port,
 # out_group, flags, importance
 _FLOW_MOD = struct.Struct("!QQBBHHHIIIHH")
@@ -142,7 +143,7 @@ _NXM_REG = re.compile(r"NXM_NX_REG(\d+)\[(?:(\d+)\.\.(\d+))?\]$")
 
 
 def message(msg_type: int, xid: int, body: bytes = b"") -> bytes:
-    return _HEADER.pack(OFP14_VERSION, msg_type, _HEADER.size + len(body), xid & 0xFFFFFFFF) + body
+    return encode_message(msg_type, xid, body, version=OFP14_VERSION)
 
 
 def bundle_control(xid: int, bundle_id: int, ctrl_type: int) -> bytes:

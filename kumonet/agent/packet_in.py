@@ -98,8 +98,21 @@ class PacketChannelDown(ConnectionError):
 # -- encoding (pure) -------------------------------------------------------------
 
 
-def encode_message(msg_type: int, xid: int, body: bytes = b"") -> bytes:
-    return _HEADER.pack(OFP_VERSION, msg_type, _HEADER.size + len(body), xid) + body
+def encode_message(
+    msg_type: int, xid: int, body: bytes = b"", *, version: int = OFP_VERSION
+) -> bytes:
+    """One OpenFlow message (header + ``body``); 1.3 unless ``version`` says otherwise
+    (the flow channel speaks 1.4)."""
+    return _HEADER.pack(version, msg_type, _HEADER.size + len(body), xid & 0xFFFFFFFF) + body
+
+
+async def read_message(reader: asyncio.StreamReader) -> tuple[int, int, int, bytes]:
+    """The next OpenFlow message from the switch: (version, type, xid, body)."""
+    header = await reader.readexactly(_HEADER.size)
+    version, msg_type, length, xid = _HEADER.unpack(header)
+    if length < _HEADER.size:
+        raise OpenFlowProtocolError(f"message length {length}")
+    return version, msg_type, xid, await reader.readexactly(length - _HEADER.size)
 
 
 def encode_set_config(xid: int, miss_send_len: int = MISS_SEND_LEN_FULL) -> bytes:
@@ -315,9 +328,7 @@ class PacketInChannel:
         self._writer = writer
         hello_seen = False
         while True:
-            header = await reader.readexactly(_HEADER.size)
-            version, msg_type, length, xid = _HEADER.unpack(header)
-            body = await reader.readexactly(length - _HEADER.size)
+            version, msg_type, xid, body = await read_message(reader)
             if msg_type == OFPT_HELLO:
                 if version < OFP_VERSION:
                     raise OpenFlowProtocolError(f"switch speaks OpenFlow version {version}")
