@@ -15,7 +15,7 @@ from typing import Any, Protocol
 from aiohttp import web
 
 from kumonet.api.identity import Identity, identity_from_headers
-from kumonet.model.errors import NeutronError, ServiceUnavailable
+from kumonet.model.errors import NeutronError, NotAuthorized, ServiceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,39 @@ class Authenticator(Protocol):
 
 class NoAuth:
     async def identify(self, request: web.Request) -> Identity:
-        return identity_from_headers(request.headers)
+        return refuse_read_only_writes(identity_from_headers(request.headers), request)
+
+
+# Neutron's default policy lets these roles write in their project; every
+# Keystone has the ``reader`` role too (bootstrap makes it), which may only read.
+_WRITER_ROLES = frozenset({"admin", "member"})
+_READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def refuse_read_only_writes(identity: Identity, request: web.Request) -> Identity:
+    """Neutron's default rules (``role:member and project_id:%(project_id)s``
+    or admin) refuse writes to a caller whose roles are only ``reader`` (or
+    others); callers stating no role at all keep noauth's old leniency."""
+    if request.method in _READ_METHODS or not identity.roles or identity.is_admin \
+            or identity.roles & _WRITER_ROLES:
+        return identity
+    raise NotAuthorized(f"rule:{_policy_rule(request.method, request.path)} is "
+                        "disallowed by policy")
+
+
+def _policy_rule(method: str, path: str) -> str:
+    """Neutron's rule name for a write: create_network, update_port,
+    add_router_interface..."""
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] == "v2.0":
+        parts = parts[1:]
+    if len(parts) >= 3 and method == "PUT" and "_" in parts[2]:
+        return parts[2]
+    collection = parts[0].replace("-", "_") if parts else "resource"
+    member = collection[:-3] + "y" if collection.endswith("ies") else \
+        collection[:-1] if collection.endswith("s") else collection
+    action = {"POST": "create", "PUT": "update", "PATCH": "update"}.get(method, "delete")
+    return f"{action}_{member}"
 
 
 # Headers a client must never be able to inject past keystonemiddleware.
@@ -129,7 +161,7 @@ class KeystoneAuth:
         if identity.project_id is None and "admin" not in identity.roles:
             # A token without a project is not Neutron's noauth admin.
             raise Unauthorized("Token without project scope")
-        return identity
+        return refuse_read_only_writes(identity, request)
 
 
 # Hop-by-hop or recomputed by aiohttp: not copied from the WSGI answer.

@@ -157,3 +157,35 @@ async def test_keystone_unreachable_is_503_not_401(tmp_path: Path,
     finally:
         await client.close()
         await store.close()
+
+
+async def test_reader_role_reads_but_never_writes(api: Api) -> None:
+    net = await api.create("networks", "network", project="p1", name="n")
+    router = await api.create("routers", "router", project="p1", name="r")
+    status, body = await api.call("GET", f"/v2.0/networks/{net['id']}", project="p1",
+                                  roles="reader")
+    assert status == 200 and body["network"]["id"] == net["id"]
+    refused = [
+        ("POST", "/v2.0/networks", {"network": {"name": "x"}}, "create_network"),
+        ("PUT", f"/v2.0/networks/{net['id']}", {"network": {"name": "x"}}, "update_network"),
+        ("DELETE", f"/v2.0/networks/{net['id']}", None, "delete_network"),
+        ("POST", "/v2.0/security-group-rules", {"security_group_rule": {}},
+         "create_security_group_rule"),
+        ("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", {"subnet_id": "x"},
+         "add_router_interface"),
+    ]
+    for method, path, body, rule in refused:
+        status, answer = await api.call(method, path, body, project="p1", roles="reader")
+        assert status == 403, (method, path, answer)
+        assert answer["NeutronError"] == {"type": "PolicyNotAuthorized", "detail": "",
+                                          "message": f"rule:{rule} is disallowed by policy"}
+    status, body = await api.call("GET", f"/v2.0/networks/{net['id']}", project="p1")
+    assert status == 200 and body["network"]["name"] == "n"
+    # member (with the reader role Keystone implies) and admin write
+    status, _ = await api.call("PUT", f"/v2.0/networks/{net['id']}",
+                               {"network": {"name": "m"}}, project="p1",
+                               roles="member,reader")
+    assert status == 200
+    status, _ = await api.call("PUT", f"/v2.0/networks/{net['id']}",
+                               {"network": {"name": "a"}}, project="p0", roles="admin")
+    assert status == 200

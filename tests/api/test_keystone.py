@@ -204,7 +204,7 @@ def test_identity_headers_cannot_be_forged(cloud: KeystoneCloud) -> None:
     assert status == 204
 
 
-def test_reader_sees_its_project(cloud: KeystoneCloud) -> None:
+def test_reader_reads_its_project_and_never_writes(cloud: KeystoneCloud) -> None:
     tenant, reader = cloud.tenants[0], cloud.readers[0]
     net = connect(cloud, tenant).network.create_network(name="ks-read")
     listed = {n.id for n in connect(cloud, reader).network.networks()}
@@ -212,6 +212,13 @@ def test_reader_sees_its_project(cloud: KeystoneCloud) -> None:
     status, _, body = call(cloud, "GET", f"/v2.0/networks/{net.id}",
                            issue_token(cloud.keystone, cloud.tenants[1]))
     assert status == 404, body
+    token = issue_token(cloud.keystone, reader)
+    status, _, body = call(cloud, "POST", "/v2.0/networks", token,
+                           {"network": {"name": "ks-reader"}})
+    assert status == 403, body
+    assert body["NeutronError"]["message"] == "rule:create_network is disallowed by policy"
+    status, _, body = call(cloud, "DELETE", f"/v2.0/networks/{net.id}", token)
+    assert status == 403, body
     connect(cloud, tenant).network.delete_network(net)
 
 
