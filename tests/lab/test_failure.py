@@ -305,7 +305,7 @@ def test_failure_record_round_trips_and_one_failure_per_host(tmp_path: Path) -> 
     clear_failure(tmp_path)
     assert read_failure(tmp_path) is None
     assert failure_kind("host") is FailureKind.HOST
-    with pytest.raises(LabError, match="agent, link, host"):
+    with pytest.raises(LabError, match="agent, link, management, host"):
         failure_kind("power")
 
 

@@ -271,9 +271,9 @@ class RouterScheduler:
             await self.ha.delete_port(port["id"])
 
     async def remove_host(self, router_id: str, host: str, *,
-                          fence: Compare | None = None) -> bool:
-        """Take the router off ``host`` (and its HA port there); False if it
-        was not placed there."""
+                          fence: Compare | None = None, keep_ha_port: bool = False) -> bool:
+        """Take the router off ``host`` (and its HA port there, unless
+        ``keep_ha_port``); False if it was not placed there."""
         key = l3_placement_key(router_id, host)
         while True:
             placement = await self.store.get(key)
@@ -296,7 +296,8 @@ class RouterScheduler:
                 kv_fence = await self.store.get(fence.key)
                 if kv_fence is None or kv_fence.create_revision != fence.value:
                     return False
-        await self.ha.delete_ports(router_id, [host])
+        if not keep_ha_port:
+            await self.ha.delete_ports(router_id, [host])
         return True
 
     async def schedule(self, router_id: str, *, up_to: str = "max",
@@ -554,7 +555,11 @@ class L3Rescheduler:
         if not choose_hosts(candidates, placed, 1):
             return
         log.info("moving router %s off dead host %s", router_id, host)
-        if await self.scheduler.remove_host(router_id, host, fence=fence):
+        # The lost host's HA port stays (the sweep deletes it once the host is
+        # back): if it was cut off, not dead, its keepalived may still be master
+        # when the partition heals, and only through that port does it hear the
+        # new master's adverts and yield, before its agent catches up.
+        if await self.scheduler.remove_host(router_id, host, fence=fence, keep_ha_port=True):
             await self.scheduler.schedule(router_id, up_to="min", fence=fence)
             # A router that was at its maximum gets its place back too.
             await self.scheduler.schedule(router_id, fence=fence)
@@ -582,7 +587,9 @@ class L3Rescheduler:
         """Leftovers of crashes between two steps: HA networks no project
         record names (the last router's delete died before deleting it),
         and HA ports with no placement behind them (a placement that never
-        committed), older than a sweep period (not an add in flight)."""
+        committed, or a router moved off a lost host), older than a sweep
+        period (not an add in flight), on live hosts (a lost one may still
+        run the router: see `_move_off`)."""
         networks = await self.scheduler.ha.networks.repository.all()
         named = {r.network_id for r in await self.scheduler.ha.all_networks()}
         for network in networks:
@@ -595,9 +602,10 @@ class L3Rescheduler:
                   for kv in (await self.store.range(L3_PLACEMENTS_PREFIX)).kvs}
         oldest = timestamp(self.scheduler.context.clock()
                            - timedelta(seconds=self.settings.sweep_seconds))
+        alive = {kv.key[len(ALIVE_PREFIX):] for kv in (await self.store.range(ALIVE_PREFIX)).kvs}
         for port in await self.scheduler.ha.all_ports():
             pair = (port.get("device_id", ""), port.get("binding:host_id", ""))
-            if pair not in placed and port.get("created_at", "") < oldest:
+            if pair not in placed and port.get("created_at", "") < oldest and pair[1] in alive:
                 log.info("deleting orphan HA port %s", port["id"])
                 await self.scheduler.ha.delete_port(port["id"])
 
