@@ -7,7 +7,11 @@ host whose HA state is ``active`` (VMs' frames to the gateway MAC tunnel
 there; the backups' copies are not local ports anywhere, so they get
 nothing). When several hosts say ``active`` (split brain, a cut link that
 has not expired yet) the most recent transition wins: the HA state key's
-``mod_revision``. With no active host yet, the port's own binding stands.
+``mod_revision``. With no active report but every other placed host
+standby, the one placed host without a report is the master: its agent
+lost the servers (its report went with its lease) while its keepalived
+kept the role, its peers still hearing it (`lost_master`). Otherwise, with
+no active host yet, the port's own binding stands.
 
 A non-HA router's ports live on its placement host. ``ha-`` ports (one per
 host, bound to it) are ordinary per-host ports and are left alone.
@@ -50,6 +54,19 @@ def active_host(
     return best[1] if best else None
 
 
+def lost_master(
+    states: Mapping[str, HaReport] | None, placed: frozenset[str], *, excluding: str | None = None
+) -> str | None:
+    """The placed host without an HA report when every other placed host
+    reports standby (see the module docstring); ``None`` otherwise."""
+    states = states or {}
+    silent = [h for h in sorted(placed) if h not in states and h != excluding]
+    others = [states[h].state for h in placed if h in states]
+    if len(silent) == 1 and others and all(state == "standby" for state in others):
+        return silent[0]
+    return None
+
+
 def router_port_hosts(
     port_bodies: Mapping[str, Mapping[str, Any]],
     routers: Mapping[str, Mapping[str, Any]],
@@ -75,7 +92,10 @@ def router_port_hosts(
                 host: str | None = here
             else:
                 states = ha_states.get(router_id)
-                host = active_host(states, excluding=here if mine is False else None)
+                excluding = here if mine is False else None
+                host = active_host(states, excluding=excluding) or lost_master(
+                    states, placements.get(router_id, frozenset()), excluding=excluding
+                )
         else:
             hosts = sorted(placements.get(router_id, ()))
             host = hosts[0] if len(hosts) == 1 else None

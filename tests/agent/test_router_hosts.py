@@ -3,7 +3,7 @@ router (latest transition wins, this host's own knowledge first), the
 placement of a legacy one."""
 
 from kumonet.agent.mirror import HaReport
-from kumonet.agent.router_hosts import active_host, router_port_hosts
+from kumonet.agent.router_hosts import active_host, lost_master, router_port_hosts
 
 HA = {"r1": {"id": "r1", "ha": True}}
 LEGACY = {"r2": {"id": "r2", "ha": False}}
@@ -71,3 +71,20 @@ def test_legacy_router_ports_live_on_the_placement_host() -> None:
     assert where == {"qr2": "host2", "qg2": "host2"}
     assert router_port_hosts(ports, LEGACY, {}, {}) == {}
     assert router_port_hosts(ports, {}, {"r2": frozenset({"host2"})}, {}) == {}
+
+
+def test_a_master_whose_report_went_with_its_lease_keeps_the_ports() -> None:
+    placed = {"r1": frozenset({"host1", "host2"})}
+    # host1's agent lost the servers (its report expired); host2 still hears
+    # its adverts, so stays standby: host1 is the master.
+    standby = {"r1": {"host2": HaReport("standby", 4)}}
+    elsewhere = {**PORTS, "qr": port("qr", "r1", "network:router_interface", "host2")}
+    assert router_port_hosts(elsewhere, HA, placed, standby) == {"qr": "host1", "qg": "host1"}
+    assert lost_master(standby["r1"], placed["r1"]) == "host1"
+    # Not when nobody reports (a new router) or two are silent.
+    assert lost_master({}, placed["r1"]) is None
+    three = frozenset({"host1", "host2", "host3"})
+    assert lost_master(standby["r1"], three) is None
+    # Nor when host1 is this host and knows it is standby.
+    assert lost_master(standby["r1"], placed["r1"], excluding="host1") is None
+    assert lost_master({"host2": HaReport("fault", 4)}, placed["r1"]) is None
