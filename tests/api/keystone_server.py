@@ -235,6 +235,21 @@ def issue_token(keystone: KeystoneServer, user: KeystoneUser) -> str:
         return str(response.headers["X-Subject-Token"])
 
 
+def application_credential_token(keystone: KeystoneServer, credential_id: str,
+                                 secret: str) -> tuple[str, str]:
+    """A token from an application credential, and its ``expires_at`` (which
+    Keystone caps at the credential's own expiry)."""
+    body = {"auth": {"identity": {"methods": ["application_credential"],
+                                  "application_credential": {"id": credential_id,
+                                                             "secret": secret}}}}
+    request = urllib.request.Request(keystone.auth_url + "/auth/tokens",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        answer = json.loads(response.read())
+        return str(response.headers["X-Subject-Token"]), str(answer["token"]["expires_at"])
+
+
 def revoke_token(keystone: KeystoneServer, admin_token: str, token: str) -> None:
     request = urllib.request.Request(keystone.auth_url + "/auth/tokens", method="DELETE",
                                      headers={"X-Auth-Token": admin_token,

@@ -13,9 +13,11 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from tests.api.keystone_server import (
     KeystoneServer,
     KeystoneUser,
     KumonetServer,
+    application_credential_token,
     free_port,
     issue_token,
     keystone_missing,
@@ -185,6 +188,28 @@ def test_revoked_token_is_401(cloud: KeystoneCloud) -> None:
     status, _, _ = call(cloud, "GET", "/v2.0/networks",
                         issue_token(cloud.keystone, cloud.tenants[0]))
     assert status == 200
+
+
+def test_expired_token_is_401(cloud: KeystoneCloud) -> None:
+    """A token past its expiry is refused even though keystonemiddleware
+    cached it as valid: Keystone caps a token at its application
+    credential's expiry, which makes a token that expires in seconds."""
+    user = cloud.tenants[0]
+    expires = datetime.now(UTC) + timedelta(seconds=4)
+    credential = connect(cloud, user).identity.create_application_credential(
+        user=user.user_id, name="ks-short", secret="short-secret",
+        expires_at=expires.strftime("%Y-%m-%dT%H:%M:%S.%f"))
+    token, token_expiry = application_credential_token(cloud.keystone, credential.id,
+                                                       "short-secret")
+    status, _, body = call(cloud, "GET", "/v2.0/networks", token)
+    assert status == 200, body
+    # wait for the expiry (an event, not a timing assertion)
+    left = (datetime.fromisoformat(token_expiry.replace("Z", "+00:00"))
+            - datetime.now(UTC)).total_seconds()
+    assert left < 30
+    time.sleep(max(left, 0) + 1)
+    status, _, body = call(cloud, "GET", "/v2.0/networks", token)
+    assert status == 401 and body == {"error": KEYSTONE_401}
 
 
 def test_identity_headers_cannot_be_forged(cloud: KeystoneCloud) -> None:
