@@ -111,13 +111,19 @@ def identity_middleware(authenticator: Authenticator) -> Callable[..., Awaitable
     return identify
 
 
+# Neutron's resources document lists the core plugin's collections only
+# (and subnetpools, which this server does not serve); extensions' resources
+# are found through /v2.0/extensions.
+CORE_COLLECTIONS = frozenset({"networks", "subnets", "ports"})
+
+
 class VersionsController:
     def __init__(self, resources: Sequence[ResourceLogic]) -> None:
         self.resources = resources
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.versions)
-        app.router.add_get("/v2.0", self.resources_document)
+        # Neutron answers "/v2.0" (no slash) with 404.
         app.router.add_get("/v2.0/", self.resources_document)
 
     async def versions(self, request: web.Request) -> web.Response:
@@ -130,7 +136,7 @@ class VersionsController:
         return json_response({"resources": [
             {"name": r.definition.member, "collection": r.definition.collection,
              "links": [{"rel": "self", "href": f"{base}/v2.0/{r.definition.path}"}]}
-            for r in self.resources]})
+            for r in self.resources if r.definition.collection in CORE_COLLECTIONS]})
 
 
 class RouteProvider(Protocol):

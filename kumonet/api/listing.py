@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from kumonet.model.errors import BadRequest, NeutronError
+from kumonet.model.errors import BadRequest, InvalidInput, NeutronError, resource_not_found
 from kumonet.model.resource import ResourceDefinition
 
 # Query parameters that are not attribute filters.
@@ -38,10 +38,12 @@ def _convert_filter_value(definition: ResourceDefinition, name: str, raw: str) -
         return None
     try:
         converted = attr.convert(raw)
+    except InvalidInput:
+        # Numbers and booleans arrive as strings: one their converter
+        # refuses is a bad filter (Neutron converts filters the same way).
+        raise
     except NeutronError:
-        # Numbers and booleans arrive as strings; a string that a typed
-        # converter refuses is a bad filter, other refusals (lengths,
-        # formats) just match nothing, as in Neutron.
+        # Other refusals (lengths, formats) just match nothing, as in Neutron.
         converted = raw
     return converted
 
@@ -101,14 +103,14 @@ def parse_query(definition: ResourceDefinition, params: Mapping[str, Sequence[st
 
     sort_keys = list(params.get("sort_key", ()))
     sort_dirs = list(params.get("sort_dir", ()))
-    if sort_dirs and len(sort_dirs) != len(sort_keys):
+    if len(sort_dirs) != len(sort_keys):
         raise BadRequest("The number of sort_keys and sort_dirs must be same")
     sort: list[tuple[str, bool]] = []
     for i, key in enumerate(sort_keys):
         attr = definition.by_name.get(key)
         if attr is None or not attr.sortable:
             raise BadRequest(f"{key} is an invalid attribute for sort_keys")
-        direction = sort_dirs[i] if sort_dirs else "asc"
+        direction = sort_dirs[i]
         if direction not in ("asc", "desc"):
             raise BadRequest(f"{direction} is an invalid value for sort_dirs, valid values "
                              "are: 'asc', 'desc'")
@@ -117,12 +119,14 @@ def parse_query(definition: ResourceDefinition, params: Mapping[str, Sequence[st
     limit: int | None = None
     if "limit" in params:
         raw = params["limit"][-1]
+        bad_limit = BadRequest(f"Bad limit request: Limit must be an integer 0 or greater "
+                               f"and not '{raw}'.", type_name="BadRequest")
         try:
             limit = int(raw)
         except ValueError:
-            raise BadRequest(f"Limit must be an integer 0 or greater and not '{raw}'") from None
+            raise bad_limit from None
         if limit < 0:
-            raise BadRequest(f"Limit must be an integer 0 or greater and not '{raw}'")
+            raise bad_limit
         limit = limit or None
     marker = params["marker"][-1] if "marker" in params else None
     page_reverse = bool(params.get("page_reverse")) and \
@@ -170,7 +174,7 @@ class Page:
 
 
 def apply_query(items: list[Resource], query: ListQuery, *, collection: str, base_url: str,
-                params: Mapping[str, Sequence[str]]) -> Page:
+                params: Mapping[str, Sequence[str]], member: str = "resource") -> Page:
     selected = [r for r in items if all(m(r) for m in query.matchers)] \
         if query.matchers else items
     paginate = query.limit is not None or query.marker is not None
@@ -186,8 +190,8 @@ def apply_query(items: list[Resource], query: ListQuery, *, collection: str, bas
         if query.marker is not None:
             index = next((i for i, r in enumerate(ordered) if r.get("id") == query.marker), None)
             if index is None:
-                raise BadRequest(f"Marker {query.marker} could not be found",
-                                 type_name="HTTPBadRequest")
+                # Neutron looks the marker up as a member: 404 NetworkNotFound...
+                raise resource_not_found(member, query.marker)
             start = index + 1
         end = start + query.limit if query.limit is not None else len(ordered)
         page = ordered[start:end]

@@ -9,7 +9,8 @@ from kumonet.model import converters as c
 from kumonet.model.resource import Access, Attribute
 
 
-def base_attributes(*, with_name: bool = True) -> tuple[Attribute, ...]:
+def base_attributes(*, with_name: bool = True, with_tags: bool = True
+                    ) -> tuple[Attribute, ...]:
     attrs = [
         Attribute("id", c.uuid, on_update=False),
         Attribute("tenant_id", c.project_id, on_update=False),
@@ -23,6 +24,8 @@ def base_attributes(*, with_name: bool = True) -> tuple[Attribute, ...]:
     ]
     if with_name:
         attrs.insert(1, Attribute("name", c.string(255), default=""))
+    if not with_tags:
+        attrs = [a for a in attrs if a.name != "tags"]
     return tuple(attrs)
 
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Collection
 from typing import Any
 
-from kumonet.model.errors import BadRequest
+from kumonet.model.errors import BadRequest, InvalidInput
 
 Converter = Callable[[Any], Any]
 
@@ -26,24 +26,37 @@ def _bad(message: str) -> BadRequest:
     return BadRequest(f"Invalid input for operation: {message}.")
 
 
+# What oslo's bool_from_string(strict=True) accepts, as Neutron's
+# convert_to_boolean does ("yes", "on", "t"...).
+_TRUE = frozenset({"1", "t", "true", "on", "y", "yes"})
+_FALSE = frozenset({"0", "f", "false", "off", "n", "no"})
+
+
 def to_bool(value: Any) -> bool:
+    """Neutron's convert_to_boolean: a refusal is ``InvalidInput`` (a
+    converter's), not ``HTTPBadRequest`` (a validator's)."""
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
-    if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
-        return value.lower() in ("true", "1")
-    raise _bad(f"'{value}' cannot be converted to boolean")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    raise InvalidInput(f"'{value}' cannot be converted to boolean")
 
 
 def to_int(value: Any) -> int:
+    """Neutron's convert_to_int: refusals are ``InvalidInput``."""
     if isinstance(value, bool):
-        raise _bad(f"'{value}' is not an integer")
+        raise InvalidInput(f"'{value}' is not an integer")
     if isinstance(value, int):
         return value
     if isinstance(value, str) and re.fullmatch(r"-?[0-9]+", value.strip()):
         return int(value)
-    raise _bad(f"'{value}' is not an integer")
+    raise InvalidInput(f"'{value}' is not an integer")
 
 
 def int_in_range(low: int, high: int) -> Converter:
@@ -91,8 +104,8 @@ def one_of(*choices: str | int | None) -> Converter:
 
 
 def ip_version(value: Any) -> int:
-    if isinstance(value, str) and value.isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        value = to_int(value)  # Neutron converts first: "x" is InvalidInput
     if isinstance(value, bool) or value not in (4, 6):
         raise _bad(f"'{value}' is not in [4, 6]")
     return int(value)
@@ -129,8 +142,8 @@ def ip_address(value: Any) -> str:
 
 
 def cidr(value: Any) -> str:
-    """A network in CIDR notation with no host bits set (Neutron refuses
-    ``10.0.0.1/24`` and says which CIDR was meant)."""
+    """A network in CIDR notation (host routes' destinations): host bits
+    set are refused, as Neutron's ``type:subnet`` validator does."""
     if not isinstance(value, str) or "/" not in value:
         raise _bad(f"'{value}' is not a valid IP subnet")
     try:
@@ -140,6 +153,17 @@ def cidr(value: Any) -> str:
     if str(net) != value and ipaddress.ip_interface(value).ip != net.network_address:
         raise _bad(f"'{value}' isn't a recommended CIDR, it should be {net}")
     return str(net)
+
+
+def subnet_cidr(value: Any) -> str:
+    """A subnet's ``cidr``: Neutron 29 stores ``10.0.0.1/24`` as
+    ``10.0.0.0/24`` and answers anything unparsable with ``InvalidInput``."""
+    try:
+        if not isinstance(value, str) or "/" not in value:
+            raise ValueError(value)
+        return str(ipaddress.ip_network(value, strict=False))
+    except ValueError:
+        raise InvalidInput(f"{value} is not in a CIDR format") from None
 
 
 def ip_or_cidr(value: Any) -> str:

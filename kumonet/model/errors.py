@@ -68,8 +68,20 @@ class ServiceUnavailable(NeutronError):
     type_name = "ServiceUnavailable"
 
 
+# Where neutron-lib's exception differs from the rule below (type, message).
+_NOT_FOUND_EXCEPTIONS = {
+    "floatingip": ("FloatingIPNotFound", "Floating IP {} could not be found"),
+    "router": ("RouterNotFound", "Router {} could not be found"),
+    "security_group": ("SecurityGroupNotFound", "Security group {} does not exist"),
+    "security_group_rule": ("SecurityGroupRuleNotFound", "Security group rule {} does not exist"),
+}
+
+
 def resource_not_found(member: str, resource_id: str) -> NotFound:
     """``NetworkNotFound`` and friends: Neutron names the type after the resource."""
+    if member in _NOT_FOUND_EXCEPTIONS:
+        type_name, message = _NOT_FOUND_EXCEPTIONS[member]
+        return NotFound(message.format(resource_id), type_name=type_name)
     title = "".join(part.title() for part in member.split("_"))
     words = member.replace("_", " ").capitalize()
     return NotFound(f"{words} {resource_id} could not be found.", type_name=f"{title}NotFound")

@@ -26,11 +26,8 @@ FLOATINGIP = ResourceDefinition("floatingips", "floatingip", (
     Attribute("status", c.string(16), on_create=False, on_update=False),
     Attribute("port_details", c.nullable(c.dict_body), on_create=False, on_update=False,
               filterable=False, sortable=False),
-    Attribute("dns_domain", c.string(255), on_create=False, on_update=False),
-    Attribute("dns_name", c.string(255), on_create=False, on_update=False),
-    Attribute("port_forwardings", c.list_of(c.dict_body), on_create=False,
-              on_update=False, filterable=False, sortable=False),
-    Attribute("qos_policy_id", c.one_of(None), default=None, on_update=False),
+    # No dns_*, port_forwardings or qos_policy_id: Neutron shows them only
+    # with the dns-integration, port forwarding and QoS plugins, none here.
 ))
 
 

@@ -25,7 +25,6 @@ NETWORK = ResourceDefinition("networks", "network", (
               on_update=False, filterable=False, sortable=False),
     Attribute("ipv4_address_scope", c.nullable(c.uuid), on_create=False, on_update=False),
     Attribute("ipv6_address_scope", c.nullable(c.uuid), on_create=False, on_update=False),
-    Attribute("l2_adjacency", c.to_bool, on_create=False, on_update=False),
     admin_only(Attribute("provider:network_type", c.one_of(*NETWORK_TYPES), on_update=False)),
     admin_only(Attribute("provider:physical_network", c.nullable(c.string(64)),
                          on_update=False)),

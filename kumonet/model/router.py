@@ -145,7 +145,7 @@ def router_in_use(router_id: str, reason: str = "still has ports") -> Conflict:
 def interface_info(router: Mapping[str, Any], port: Mapping[str, Any],
                    subnet_id: str) -> dict[str, Any]:
     """The body ``add_router_interface``/``remove_router_interface`` answer."""
-    return {"id": router["id"], "tenant_id": router["tenant_id"],
-            "project_id": router["tenant_id"], "port_id": port["id"],
+    # Neutron's answer has project_id but no tenant_id.
+    return {"id": router["id"], "project_id": router["tenant_id"], "port_id": port["id"],
             "network_id": port["network_id"], "subnet_id": subnet_id,
             "subnet_ids": [ip["subnet_id"] for ip in port["fixed_ips"]]}

@@ -68,7 +68,10 @@ def _invalid_protocol(value: Any) -> BadRequest:
 def port_value(value: Any) -> int | None:
     if value is None:
         return None
-    number = c.to_int(value)
+    try:
+        number = c.to_int(value)
+    except BadRequest:
+        number = -1  # neutron-lib's convert_validate_port_value: one error for both
     if not 0 <= number <= 65535:
         raise BadRequest(f"Invalid value for port {value}",
                          type_name="SecurityGroupInvalidPortValue")
@@ -98,7 +101,8 @@ def remote_prefix(value: Any) -> str | None:
 
 
 SECURITY_GROUP_RULE = ResourceDefinition("security_group_rules", "security_group_rule", (
-    *base_attributes(with_name=False),
+    # Neutron's rules are not taggable (no "tags" key).
+    *base_attributes(with_name=False, with_tags=False),
     Attribute("security_group_id", c.uuid, default=Default.REQUIRED, on_update=False),
     Attribute("direction", c.one_of(*DIRECTIONS), default=Default.REQUIRED, on_update=False),
     Attribute("ethertype", ethertype, default="IPv4", on_update=False),
@@ -140,8 +144,8 @@ def validate_rule(rule: dict[str, Any]) -> dict[str, Any]:
     ``normalized_cidr`` filled in."""
     prefix = rule.get("remote_ip_prefix")
     if prefix is not None and rule.get("remote_group_id") is not None:
-        raise BadRequest("Only remote_ip_prefix or remote_group_id may be provided.",
-                         type_name="SecurityGroupRemoteGroupAndRemoteIpPrefix")
+        raise BadRequest("Only remote_ip_prefix or remote_group_id or remote_address_group_id "
+                         "may be provided.", type_name="SecurityGroupMultipleRemoteEntites")
     if prefix is not None:
         version = ipaddress.ip_network(prefix).version
         if f"IPv{version}" != rule["ethertype"]:
@@ -178,10 +182,8 @@ def validate_rule(rule: dict[str, Any]) -> dict[str, Any]:
             raise BadRequest(f"Invalid protocol {name} for port range, only supported for TCP, "
                              "UDP, UDPLITE, SCTP and DCCP.",
                              type_name="SecurityGroupInvalidProtocolForPortRange")
-    normalized = prefix
-    if normalized is None and rule.get("remote_group_id") is None:
-        normalized = "0.0.0.0/0" if rule["ethertype"] == "IPv4" else "::/0"
-    return {**rule, "normalized_cidr": normalized}
+    # Neutron: the prefix's network, or null when the rule names no prefix.
+    return {**rule, "normalized_cidr": prefix}
 
 
 def rule_key(rule: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -189,8 +191,8 @@ def rule_key(rule: Mapping[str, Any]) -> tuple[Any, ...]:
     mean the same, as do ``icmpv6`` and ``ipv6-icmp`` and a name and its number."""
     values = dict(rule)
     values["protocol"] = protocol_number(rule.get("protocol"))
-    if values.get("remote_group_id") is None:
-        values["remote_ip_prefix"] = rule.get("normalized_cidr")
+    if values.get("remote_group_id") is None and values.get("remote_ip_prefix") is None:
+        values["remote_ip_prefix"] = "0.0.0.0/0" if rule.get("ethertype") == "IPv4" else "::/0"
     return tuple(values.get(name) for name in RULE_IDENTITY)
 
 
@@ -219,5 +221,5 @@ def default_rules(group_id: str) -> list[dict[str, Any]]:
         rules.append({"direction": "ingress", "ethertype": ether,
                       "remote_group_id": group_id})
     return [{"protocol": None, "port_range_min": None, "port_range_max": None,
-             "remote_ip_prefix": None, "remote_address_group_id": None, "description": "",
+             "remote_ip_prefix": None, "remote_address_group_id": None, "description": None,
              **r} for r in rules]

@@ -24,7 +24,8 @@ SUBNET = ResourceDefinition("subnets", "subnet", (
     *base_attributes(),
     Attribute("network_id", c.uuid, default=Default.REQUIRED, on_update=False),
     Attribute("ip_version", c.ip_version, default=Default.REQUIRED, on_update=False),
-    Attribute("cidr", c.cidr, default=Default.REQUIRED, on_update=False),
+    # Not required: Neutron's answer to a missing cidr names subnet pools.
+    Attribute("cidr", c.subnet_cidr, on_update=False),
     Attribute("gateway_ip", c.nullable(c.ip_address)),
     Attribute("allocation_pools", c.list_of(allocation_pool), filterable=False,
               sortable=False),
@@ -38,10 +39,20 @@ SUBNET = ResourceDefinition("subnets", "subnet", (
     Attribute("ipv6_address_mode", c.nullable(c.one_of(*IPV6_MODES)), default=None,
               on_update=False),
     Attribute("subnetpool_id", c.one_of(None), default=None, on_update=False),
-    Attribute("segment_id", c.one_of(None), default=None, on_update=False),
     Attribute("service_types", c.list_of(c.string(255)), default=[], on_update=False,
               filterable=False, sortable=False),
+    # subnet-external-network: the network's flag, computed when read.
+    Attribute("router:external", c.to_bool, on_create=False, on_update=False,
+              sortable=False),
 ))
+
+
+def is_auto_address(subnet: dict[str, Any]) -> bool:
+    """An IPv6 subnet whose ports take EUI-64 addresses (Neutron looks at
+    either mode)."""
+    return subnet.get("ip_version") == 6 and (
+        subnet.get("ipv6_address_mode") in AUTO_ADDRESS_MODES
+        or subnet.get("ipv6_ra_mode") in AUTO_ADDRESS_MODES)
 
 
 def _invalid(message: str) -> BadRequest:
@@ -87,7 +98,9 @@ def check_gateway(network: ipaddress.IPv4Network | ipaddress.IPv6Network,
     if gateway is None:
         return None
     address = ipaddress.ip_address(gateway)
-    if address.version != network.version or address not in network:
+    # Neutron accepts a gateway outside the subnet (reached by an on-link
+    # route); only the subnet's own network and broadcast addresses are refused.
+    if address.version != network.version:
         raise _invalid(f"Gateway is not valid on subnet {network}")
     value = int(address)
     if network.version == 4 and network.prefixlen < 31 and value in (
@@ -124,6 +137,9 @@ def plan_subnet(attrs: dict[str, Any]) -> dict[str, Any]:
     """The subnet's address fields as Neutron fills them in: gateway (first
     address unless given or null), pools (default around the gateway or
     explicit, validated), IPv6 modes only on IPv6."""
+    if "cidr" not in attrs:
+        raise BadRequest("Bad subnets request: a subnetpool must be specified in the absence "
+                         "of a cidr.", type_name="BadRequest")
     network = ipaddress.ip_network(attrs["cidr"])
     version = attrs["ip_version"]
     if network.version != version:
@@ -137,6 +153,10 @@ def plan_subnet(attrs: dict[str, Any]) -> dict[str, Any]:
                        "is not valid. If both attributes are set, they must be the same value")
     if "gateway_ip" in attrs:
         gateway = check_gateway(network, attrs["gateway_ip"])
+    elif version == 6:
+        # Neutron's IPv6 default: the subnet-router anycast address (the
+        # network address), so the pool starts right after it.
+        gateway = int(network.network_address)
     else:
         first, last = usable_range(network)
         gateway = first if first <= last else None

@@ -168,6 +168,7 @@ class KeystoneCloud:
     keystone: KeystoneServer
     network_url: str
     admin: KeystoneUser
+    service: KeystoneUser
     tenants: tuple[KeystoneUser, ...]
     readers: tuple[KeystoneUser, ...]
 
@@ -205,7 +206,6 @@ def provision(keystone: KeystoneServer, network_url: str, tenants: int = 2) -> K
         return KeystoneUser(name, password, project_name, made.id, project.id)
 
     service_user = user("neutron", SERVICE_PASSWORD, "service", "service")
-    del service_user
     admin_user = identity.find_user("admin", domain_id=domain.id, ignore_missing=False)
     admin_project = identity.find_project("admin", domain_id=domain.id, ignore_missing=False)
     made_tenants = tuple(user(f"tenant{i}", f"tenant{i}-secret", f"project{i}", "member")
@@ -219,6 +219,7 @@ def provision(keystone: KeystoneServer, network_url: str, tenants: int = 2) -> K
     return KeystoneCloud(
         keystone=keystone, network_url=network_url,
         admin=KeystoneUser("admin", ADMIN_PASSWORD, "admin", admin_user.id, admin_project.id),
+        service=service_user,
         tenants=made_tenants, readers=readers)
 
 

@@ -212,6 +212,25 @@ def test_expired_token_is_401(cloud: KeystoneCloud) -> None:
     assert status == 401 and body == {"error": KEYSTONE_401}
 
 
+def test_service_token_alongside_a_user_token(cloud: KeystoneCloud) -> None:
+    """Nova calls Neutron with the user's token and its own service token
+    (X-Service-Token): the user's project decides, a bad service token is 401."""
+    user = cloud.tenants[1]
+    token = issue_token(cloud.keystone, user)
+    service = issue_token(cloud.keystone, cloud.service)
+    status, _, body = call(cloud, "POST", "/v2.0/networks", token,
+                           {"network": {"name": "ks-via-service"}},
+                           headers={"X-Service-Token": service})
+    assert status == 201, body
+    assert body["network"]["tenant_id"] == user.project_id
+    status, _, _ = call(cloud, "DELETE", f"/v2.0/networks/{body['network']['id']}", token,
+                        headers={"X-Service-Token": service})
+    assert status == 204
+    status, _, body = call(cloud, "GET", "/v2.0/networks", token,
+                           headers={"X-Service-Token": "not-a-token"})
+    assert status == 401 and body == {"error": KEYSTONE_401}
+
+
 def test_identity_headers_cannot_be_forged(cloud: KeystoneCloud) -> None:
     one, two = cloud.tenants
     token = issue_token(cloud.keystone, one)

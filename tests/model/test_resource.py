@@ -44,6 +44,16 @@ def test_parse_update_and_view() -> None:
 
 
 def test_not_found_is_named_after_the_resource() -> None:
-    error = resource_not_found("security_group", "x")
-    assert error.status == 404 and error.type_name == "SecurityGroupNotFound"
-    assert error.body()["NeutronError"]["message"] == "Security group x could not be found."
+    error = resource_not_found("network", "x")
+    assert error.status == 404 and error.type_name == "NetworkNotFound"
+    assert error.body()["NeutronError"]["message"] == "Network x could not be found."
+    error = resource_not_found("security_group_rule", "x")
+    assert error.type_name == "SecurityGroupRuleNotFound"
+    assert error.body()["NeutronError"]["message"] == "Security group rule x does not exist"
+
+
+def test_not_found_types_neutron_spells_its_own_way() -> None:
+    error = resource_not_found("floatingip", "x")
+    assert (error.type_name, error.message) == ("FloatingIPNotFound",
+                                                "Floating IP x could not be found")
+    assert resource_not_found("router", "x").message == "Router x could not be found"

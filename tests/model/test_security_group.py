@@ -44,9 +44,12 @@ def test_ethertype_is_case_insensitive() -> None:
 
 
 def test_validate_rule_normalized_cidr() -> None:
-    assert validate_rule(_rule())["normalized_cidr"] == "0.0.0.0/0"
-    assert validate_rule(_rule(ethertype="IPv6"))["normalized_cidr"] == "::/0"
+    # As Neutron: the prefix's network, null when the rule names none.
+    assert validate_rule(_rule())["normalized_cidr"] is None
+    assert validate_rule(_rule(ethertype="IPv6"))["normalized_cidr"] is None
     assert validate_rule(_rule(remote_group_id="g"))["normalized_cidr"] is None
+    assert validate_rule(_rule(remote_ip_prefix="10.0.0.0/8"))["normalized_cidr"] == \
+        "10.0.0.0/8"
     assert validate_rule(_rule(protocol="icmp", port_range_min=8, port_range_max=0))
 
 

@@ -141,6 +141,9 @@ class Agents:
         admin = identity.is_admin
         return lambda _r: admin
 
+    async def presented(self, resources: list[Resource]) -> list[Resource]:
+        return resources
+
     async def _found(self, identity: Identity, resource_id: str) -> Stored:
         found = await self.repository.find(resource_id)
         if found is None or not identity.is_admin:

@@ -27,6 +27,10 @@ class ResourceBase:
     """Owner-scoped resources: members see and change their project's."""
 
     special_filters: SpecialFilters = MappingProxyType({})
+    # Neutron's revision of a new resource: 0, but 1 for those its create
+    # touches again in the same request (a network's segment, a port's
+    # binding, a router's and a group's own extensions).
+    initial_revision = 1
 
     def __init__(self, context: ApiContext, definition: ResourceDefinition) -> None:
         self.context = context
@@ -43,6 +47,9 @@ class ResourceBase:
         project = identity.project_id
         return lambda r: r.get("tenant_id") == project
 
+    async def presented(self, resources: list[Resource]) -> list[Resource]:
+        return resources
+
     def now(self) -> str:
         return timestamp(self.context.clock())
 
@@ -52,7 +59,7 @@ class ResourceBase:
         resource.update(attrs)
         resource.setdefault("tags", [])
         resource["created_at"] = resource["updated_at"] = now
-        resource["revision_number"] = 1
+        resource["revision_number"] = self.initial_revision
         return resource
 
     def changed(self, resource: Resource, changes: dict[str, Any]) -> Resource:

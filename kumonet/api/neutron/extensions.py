@@ -57,6 +57,8 @@ CORE_EXTENSIONS = (
               "external application"),
     Extension("allowed-address-pairs", "Allowed Address Pairs", "Provides allowed address "
               "pairs"),
+    Extension("subnet-external-network", "Subnet belongs to an external network",
+              "Informs if the subnet belongs to an external network"),
 )
 
 

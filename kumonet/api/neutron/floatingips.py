@@ -64,6 +64,7 @@ NO_ASSOCIATION = {"port_id": None, "fixed_ip_address": None, "router_id": None,
 
 
 class FloatingIPs(ResourceBase):
+    initial_revision = 0
     def __init__(self, context: ApiContext, networks: ResourceBase, ports: Ports,
                  routers: Routers) -> None:
         super().__init__(context, FLOATINGIP)
@@ -263,9 +264,9 @@ class FloatingIPs(ResourceBase):
         floating IPs on its addresses leaves them disassociated."""
         if port.get("device_owner") == DEVICE_OWNER_FLOATINGIP and not internal and \
                 await self.repository.find(port.get("device_id", "")) is not None:
-            raise Conflict(f"Port {port['id']} has owner {DEVICE_OWNER_FLOATINGIP} and "
-                           "therefore cannot be deleted directly via the port API.",
-                           type_name="L3PortInUse")
+            raise Conflict(f"Port {port['id']} cannot be deleted directly via the port API: "
+                           f"has device owner {DEVICE_OWNER_FLOATINGIP}.",
+                           type_name="ServicePortInUse")
         compares: list[Compare] = []
         ops: list[Op] = []
         for kv in (await self.store.range(neutron_prefix("fip_assoc", port["id"]))).kvs:

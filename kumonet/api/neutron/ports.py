@@ -25,7 +25,8 @@ from kumonet.api.transaction import Plan, commit_with_retry
 from kumonet.model.errors import BadRequest, Conflict, NotAuthorized, resource_not_found
 from kumonet.model.ipam import eui64_address, random_mac
 from kumonet.model.port import PORT, VIF_TYPE_UNBOUND
-from kumonet.model.subnet import AUTO_ADDRESS_MODES
+from kumonet.model.router import ROUTER_INTERFACE_OWNERS
+from kumonet.model.subnet import is_auto_address
 from kumonet.store.contract import Compare, Delete, Op, Put, key_absent, key_unchanged
 
 
@@ -185,9 +186,13 @@ class Ports(ResourceBase):
     async def _allocate(self, network_id: str, subnets: Sequence[Stored],
                         requested: list[dict[str, str]] | None, *, port_id: str, mac: str,
                         reservations: Reservations,
-                        keep: Sequence[dict[str, str]] = ()) -> AddressPlan:
+                        keep: Sequence[dict[str, str]] = (),
+                        auto_addresses: bool = False) -> AddressPlan:
         """Addresses for a port: ``requested`` as given (None: automatic),
-        ``keep`` the port's current addresses that stay (updates)."""
+        ``keep`` the port's current addresses that stay (updates);
+        ``auto_addresses``: also an EUI-64 address on each SLAAC or
+        DHCPv6-stateless subnet not requested, as Neutron gives every
+        port but a router's, even when its addresses are chosen."""
         plan = AddressPlan()
         by_id = {s.resource["id"]: s for s in subnets}
         kept = {(ip["subnet_id"], ip["ip_address"]) for ip in keep}
@@ -207,7 +212,7 @@ class Ports(ResourceBase):
 
         async def lowest(subnet: Stored) -> str | None:
             s = subnet.resource
-            if s["ip_version"] == 6 and s.get("ipv6_address_mode") in AUTO_ADDRESS_MODES:
+            if is_auto_address(s):
                 return eui64_address(s["cidr"], mac)
             hint = await self.hints.for_subnet(s)
             value = self.hints.reserve(s["id"], hint)
@@ -233,7 +238,7 @@ class Ports(ResourceBase):
                     raise generation_failure(network_id)
             stateful_done = False
             for subnet in (s for s in subnets if s.resource["ip_version"] == 6):
-                auto = subnet.resource.get("ipv6_address_mode") in AUTO_ADDRESS_MODES
+                auto = is_auto_address(subnet.resource)
                 if not auto and stateful_done:
                     continue
                 address = await lowest(subnet)
@@ -253,6 +258,8 @@ class Ports(ResourceBase):
                 raise BadRequest("Invalid input for operation: IP allocation requires "
                                  "subnet_id or ip_address.", type_name="InvalidInput")
             if sid is not None and sid not in by_id:
+                if await self.subnets.repository.find(sid) is None:
+                    raise resource_not_found("subnet", sid)
                 raise BadRequest(f"Invalid input for operation: Failed to create port on "
                                  f"network {network_id}, because fixed_ips included invalid "
                                  f"subnet {sid}.", type_name="InvalidInput")
@@ -289,6 +296,11 @@ class Ports(ResourceBase):
                 hint.pending.add(int(address_obj))
                 reservations.add(real_sid, hint, int(address_obj))
             take(subnet, ip)
+        if auto_addresses:
+            for subnet in subnets:
+                if is_auto_address(subnet.resource) and \
+                        subnet.resource["id"] not in used_subnets:
+                    take(subnet, eui64_address(subnet.resource["cidr"], mac))
         return plan
 
     async def _wait_for_guards(self, ids: Sequence[str]) -> None:
@@ -326,9 +338,10 @@ class Ports(ResourceBase):
             compares.append(key_absent(mac_key(mac)))
             reservations = Reservations(self.hints)
             try:
-                addresses = await self._allocate(network_id, subnets, attrs.get("fixed_ips"),
-                                                 port_id=port["id"], mac=mac,
-                                                 reservations=reservations)
+                addresses = await self._allocate(
+                    network_id, subnets, attrs.get("fixed_ips"), port_id=port["id"], mac=mac,
+                    reservations=reservations,
+                    auto_addresses=attrs.get("device_owner") not in ROUTER_INTERFACE_OWNERS)
                 groups = await self._security(identity, port, attrs, port_security,
                                               addresses.fixed_ips)
             except BaseException:

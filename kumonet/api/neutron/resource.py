@@ -51,6 +51,11 @@ class ResourceLogic(Protocol):
         """A predicate telling which stored resources the caller may see."""
         ...
 
+    async def presented(self, resources: list[Resource]) -> list[Resource]:
+        """The resources with the attributes computed at read time (a
+        subnet's ``router:external`` is its network's)."""
+        ...
+
     async def create(self, identity: Identity, attrs: dict[str, Any]) -> Resource: ...
 
     async def update(self, identity: Identity, resource_id: str, changes: dict[str, Any],
@@ -85,7 +90,9 @@ async def read_json(request: web.Request) -> Any:
 
 def expected_revision(request: web.Request) -> int | None:
     header = request.headers.get("If-Match")
-    if header is None:
+    if header is None or "revision_number=" not in header:
+        # Neutron acts only on revision constraints; other If-Match values
+        # (ETags) are ignored.
         return None
     match = _IF_MATCH.match(header)
     if match is None:
@@ -116,6 +123,8 @@ class ResourceController:
         for suffix in ("", ".json"):
             app.router.add_get(base + suffix, self.list)
             app.router.add_post(base + suffix, self.create)
+        app.router.add_put(base, self.member_missing)
+        app.router.add_delete(base, self.member_missing)
         app.router.add_get(base + "/{id}", self.show)
         app.router.add_put(base + "/{id}", self.update)
         app.router.add_delete(base + "/{id}", self.delete)
@@ -125,6 +134,11 @@ class ResourceController:
         app.router.add_get(base + "/{id}/tags/{tag}", self.check_tag)
         app.router.add_put(base + "/{id}/tags/{tag}", self.add_tag)
         app.router.add_delete(base + "/{id}/tags/{tag}", self.remove_tag)
+
+    async def member_missing(self, request: web.Request) -> web.Response:
+        """``PUT``/``DELETE`` on the collection: Neutron routes them to a
+        member without id and answers that it does not exist."""
+        raise resource_not_found(self.definition.member, "None")
 
     def _view(self, resource: Resource, identity: Identity) -> Resource:
         return self.definition.view(resource, is_admin=identity.is_admin)
@@ -140,11 +154,14 @@ class ResourceController:
         params = {k: request.query.getall(k) for k in request.query}
         query = parse_query(self.definition, params, special=self.logic.special_filters)
         visible = await self.logic.visibility(identity)
-        items = [r for r in await self.logic.repository.all() if visible(r)]
-        if not identity.is_admin:
-            items = [self._view(r, identity) for r in items]
+        items = await self.logic.presented(
+            [r for r in await self.logic.repository.all() if visible(r)])
+        # Admins too see views only: stored resources keep keys for agents
+        # (a router's interfaces) that are no attribute.
+        items = [self._view(r, identity) for r in items]
         page = apply_query(items, query, collection=self.definition.path,
-                           base_url=base_url(request), params=params)
+                           base_url=base_url(request), params=params,
+                           member=self.definition.member)
         body: dict[str, Any] = {self.definition.collection: page.items}
         if page.links:
             body[f"{self.definition.collection}_links"] = page.links
@@ -152,8 +169,8 @@ class ResourceController:
 
     async def show(self, request: web.Request) -> web.Response:
         identity = identity_of(request)
-        resource = self._view(await self._visible(identity, request.match_info["id"]),
-                              identity)
+        found = await self._visible(identity, request.match_info["id"])
+        resource = self._view((await self.logic.presented([found]))[0], identity)
         fields = [f for f in request.query.getall("fields", []) if f]
         if fields:
             resource = {f: resource[f] for f in fields if f in resource}
@@ -169,6 +186,7 @@ class ResourceController:
         resolve_project(attrs, identity, member)
         await self._refuse_taken_id(attrs)
         created = await self.logic.create(identity, attrs)
+        created = (await self.logic.presented([created]))[0]
         return json_response({member: self._view(created, identity)}, status=201)
 
     async def _refuse_taken_id(self, attrs: dict[str, Any]) -> None:
@@ -206,6 +224,7 @@ class ResourceController:
             for resource in reversed(created):
                 await self.logic.delete(identity, resource["id"], None)
             raise failure
+        created = await self.logic.presented(created)
         return json_response({self.definition.collection:
                               [self._view(c, identity) for c in created]}, status=201)
 
@@ -216,6 +235,7 @@ class ResourceController:
         changes = self.definition.parse_update(body, is_admin=identity.is_admin)
         updated = await self.logic.update(identity, resource_id, changes,
                                           expected_revision(request))
+        updated = (await self.logic.presented([updated]))[0]
         return json_response({self.definition.member: self._view(updated, identity)})
 
     async def delete(self, request: web.Request) -> web.Response:

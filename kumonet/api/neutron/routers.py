@@ -82,6 +82,8 @@ ROUTER_EXTENSIONS = (
     Extension("l3-ha", "HA Router extension", "Adds HA capability to routers."),
     Extension("dvr", "Distributed Virtual Router", "Enables configuration of Distributed "
               "Virtual Routers."),
+    Extension("fip-port-details", "Floating IP Port Details Extension", "Add port_details "
+              "attribute to Floating IP resource"),
 )
 
 subnet_or_port = c.record({}, {"subnet_id": c.uuid, "port_id": c.uuid})
@@ -122,8 +124,18 @@ def _port_in_use(port: Resource) -> Conflict:
 
 
 def _l3_port_in_use(port: Resource) -> Conflict:
-    return Conflict(f"Port {port['id']} has owner {port['device_owner']} and therefore "
-                    "cannot be deleted directly via the port API.", type_name="L3PortInUse")
+    return Conflict(f"Port {port['id']} cannot be deleted directly via the port API: has "
+                    f"device owner {port['device_owner']}.", type_name="ServicePortInUse")
+
+
+def extraroutes_extras(router: Resource) -> dict[str, Any]:
+    """Keys Neutron's ``add_extraroutes``/``remove_extraroutes`` answers carry
+    beyond a router's attributes (it returns its database row's fields)."""
+    gateway = router.get("external_gateway_info") or {}
+    return {"enable_snat": bool(gateway.get("enable_snat", True)),
+            "gw_port_id": router.get("gw_port_id"),
+            "ha_vr_id": int(router.get("ha_vr_id") or 0),
+            "enable_default_route_bfd": False, "enable_default_route_ecmp": False}
 
 
 class Routers(ResourceBase):
@@ -178,7 +190,8 @@ class Routers(ResourceBase):
         else:
             routes = [r for r in current if r not in given]
         updated = await self.update(identity, router_id, {"routes": routes}, None)
-        return json_response({"router": ROUTER.view(updated, is_admin=identity.is_admin)})
+        return json_response({"router": {**ROUTER.view(updated, is_admin=identity.is_admin),
+                                         **extraroutes_extras(updated)}})
 
     @staticmethod
     def _interface_body(body: Any, *, removing: bool = False) -> tuple[str | None, str | None]:
@@ -542,7 +555,7 @@ class Routers(ResourceBase):
 
     async def port_deleting(self, port: Resource, *, internal: bool
                             ) -> tuple[Sequence[Compare], Sequence[Op]]:
-        """A router's ports go through the router API (Neutron's L3PortInUse)."""
+        """A router's ports go through the router API (Neutron's ServicePortInUse)."""
         owner = port.get("device_owner", "")
         if internal or (owner not in ROUTER_INTERFACE_OWNERS
                         and owner != DEVICE_OWNER_ROUTER_GATEWAY):

@@ -44,6 +44,11 @@ SECURITY_GROUP_EXTENSIONS = (
     Extension("security-group", "security-group", "The security groups extension."),
     Extension("stateful-security-group", "Stateful security group",
               "Indicates if the security group is stateful or not"),
+    Extension("security-groups-normalized-cidr", "Normalized CIDR field for security group "
+              "rules", "Add new field with normalized remote_ip_prefix cidr in SG rule"),
+    Extension("security-groups-rules-belongs-to-default-sg", "Security group rule belongs "
+              "to the project's default security group", "Flag to determine if the security "
+              "group rule belongs to the project's default security group"),
 )
 
 
@@ -57,7 +62,7 @@ class SecurityGroups(ResourceBase):
 
     def __init__(self, context: ApiContext) -> None:
         super().__init__(context, SECURITY_GROUP)
-        self.rules = ResourceBase(context, SECURITY_GROUP_RULE)
+        self.rules: ResourceBase = SecurityGroupRuleRecords(context, SECURITY_GROUP_RULE)
 
     def is_default(self, group: Resource) -> bool:
         return bool(group["id"] == default_group_id(group.get("tenant_id", "")))
@@ -182,7 +187,13 @@ class SecurityGroups(ResourceBase):
         await commit_with_retry(self.store, decide)
 
 
-class SecurityGroupRules(ResourceBase):
+class SecurityGroupRuleRecords(ResourceBase):
+    """Rules as records (a group's default rules are made with it)."""
+
+    initial_revision = 0
+
+
+class SecurityGroupRules(SecurityGroupRuleRecords):
     def __init__(self, context: ApiContext, groups: SecurityGroups) -> None:
         super().__init__(context, SECURITY_GROUP_RULE)
         self.groups = groups

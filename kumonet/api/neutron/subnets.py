@@ -39,6 +39,7 @@ UPDATABLE_ADDRESS_FIELDS = ("gateway_ip", "allocation_pools")
 
 
 class Subnets(ResourceBase):
+    initial_revision = 0
     def __init__(self, context: ApiContext, hints: AddressHints, networks: ResourceBase) -> None:
         super().__init__(context, SUBNET)
         self.hints = hints
@@ -51,6 +52,20 @@ class Subnets(ResourceBase):
                          if n.get("shared") or n.get("router:external")}
         project = identity.project_id
         return lambda r: r.get("tenant_id") == project or r.get("network_id") in open_networks
+
+    async def presented(self, resources: list[Resource]) -> list[Resource]:
+        """Each subnet with its network's ``router:external`` (Neutron's
+        subnet-external-network), read now rather than copied, so a network
+        turned external shows on its subnets at once."""
+        wanted = {r["network_id"] for r in resources}
+        if len(wanted) <= 4:
+            networks = [found.resource for nid in wanted
+                        if (found := await self.networks.repository.find(nid)) is not None]
+        else:
+            networks = await self.networks.repository.all()
+        external = {n["id"]: bool(n.get("router:external")) for n in networks}
+        return [{**r, "router:external": external.get(r["network_id"], False)}
+                for r in resources]
 
     async def create(self, identity: Identity, attrs: dict[str, Any]) -> Resource:
         planned = plan_subnet(attrs)

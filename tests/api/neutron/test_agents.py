@@ -62,7 +62,7 @@ async def test_list_filters_fields_and_show(cloud: tuple[Api, Store]) -> None:
     assert status == 200
     assert len(body["agents"]) == 10
     status, body = await api.call("GET", "/v2.0/agents?agent_type=L3+agent&fields=host"
-                                         "&fields=id&sort_key=host")
+                                         "&fields=id&sort_key=host&sort_dir=asc")
     assert body["agents"] == [{"host": "network1", "id": agent_id("network1", L3)},
                               {"host": "network2", "id": agent_id("network2", L3)}]
     status, body = await api.call("GET", "/v2.0/agents?host=compute1&alive=True")

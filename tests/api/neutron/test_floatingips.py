@@ -87,7 +87,7 @@ async def test_create_associate_disassociate(api: Api) -> None:
         "external_gateway_info": None}}, project=P1)
     assert (status, error(body)) == (409, "RouterExternalGatewayInUseByFloatingIp")
     status, body = await api.call("DELETE", f"/v2.0/ports/{held['id']}")
-    assert (status, error(body)) == (409, "L3PortInUse")
+    assert (status, error(body)) == (409, "ServicePortInUse")
     # Deleting the VM port disassociates.
     status, _ = await api.call("DELETE", f"/v2.0/ports/{vm['id']}", project=P1)
     assert status == 204

