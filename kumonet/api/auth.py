@@ -90,7 +90,10 @@ class KeystoneAuth:
     """keystonemiddleware's ``AuthProtocol`` is WSGI: it runs in a thread on a
     minimal WSGI environ; what it sets in the environ is the identity."""
 
-    def __init__(self, options: Mapping[str, str]) -> None:
+    def __init__(self, options: Mapping[str, str], config_file: str | None = None) -> None:
+        """``options`` is the ``[keystone_authtoken]`` section; with
+        ``config_file`` (the INI it came from) keystonemiddleware reads the
+        section itself with oslo.config, as in a Neutron server."""
         self._captured_key = "kumonet.identity_environ"
 
         def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -98,11 +101,19 @@ class KeystoneAuth:
             start_response("200 OK", [])
             return [b""]
 
-        conf = dict(options)
-        if not (conf.get("www_authenticate_uri") or conf.get("auth_url")):
+        if not (options.get("www_authenticate_uri") or options.get("auth_url")):
             raise ValueError("--auth keystone needs a [keystone_authtoken] section with at "
                              "least auth_url (and the service credentials) in --config")
-        conf.setdefault("delay_auth_decision", "false")
+        conf: dict[str, Any]
+        if config_file is not None:
+            # Given as paste-style overrides, the auth plugin's options
+            # (auth_url, username, password...) each log "not known to
+            # keystonemiddleware" at start; a private oslo.config object
+            # on the INI knows them, and keeps the process-wide cfg.CONF clean.
+            conf = {"oslo_config_project": "kumonet", "oslo_config_file": str(config_file)}
+        else:
+            conf = {**options, "delay_auth_decision": options.get("delay_auth_decision",
+                                                                  "false")}
         from keystonemiddleware import auth_token
 
         self._protocol = auth_token.AuthProtocol(app, conf)

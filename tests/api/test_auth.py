@@ -15,8 +15,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from kumonet.api.auth import KeystoneAuth
-from kumonet.api.config import ServerConfig
-from kumonet.api.main import make_app
+from kumonet.api.config import ServerConfig, load_config
+from kumonet.api.main import make_app, make_authenticator
 from kumonet.store.url import open_store
 from tests.api.conftest import Api
 
@@ -134,6 +134,39 @@ async def test_keystone_tokens_decide_identity(keystone_api: Api) -> None:
         "provider:network_type": "vxlan"}}, headers=member)
     assert status == 403
 
+
+
+async def test_keystone_section_read_from_the_ini(tmp_path: Path,
+                                                  caplog: pytest.LogCaptureFixture) -> None:
+    keystone = TestServer(_stand_in_keystone(), host="127.0.0.1")
+    await keystone.start_server()
+    ini = tmp_path / "kumonet.ini"
+    ini.write_text("[DEFAULT]\nglobal_physnet_mtu = 1500\n[keystone_authtoken]\n" + "".join(
+        f"{name} = {value}\n" for name, value in
+        _options(f"http://127.0.0.1:{keystone.port}").items()))
+    config = load_config(ini)
+    assert config.keystone_config_file == str(ini)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        auth = make_authenticator("keystone", config)
+    store = await open_store(f"sqlite:///{tmp_path}/ks.db")
+    client: TestClient[Any, Any] = TestClient(TestServer(make_app(store, config, auth),
+                                                         host="127.0.0.1"))
+    await client.start_server()
+    try:
+        api = Api(client)
+        status, body = await api.call("GET", "/v2.0/networks",
+                                      headers={"X-Auth-Token": "tok-member"})
+        assert status == 200, body
+        status, _ = await api.call("GET", "/v2.0/networks",
+                                   headers={"X-Auth-Token": "tok-bogus"})
+        assert status == 401
+    finally:
+        await client.close()
+        await store.close()
+        await keystone.close()
+    # a paste-style dict would make it call auth_url, username... unknown
+    assert not [r for r in caplog.records if "not known to keystonemiddleware" in r.message]
 
 
 async def test_keystone_unreachable_is_503_not_401(tmp_path: Path,

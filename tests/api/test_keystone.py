@@ -99,6 +99,13 @@ def test_password_login_finds_kumonet_in_the_catalog(cloud: KeystoneCloud) -> No
     assert status == 200 and body["versions"][0]["id"] == "v2.0"
 
 
+def test_keystonemiddleware_reads_neutrons_section_without_complaint(
+        cloud: KeystoneCloud) -> None:
+    log = (cloud.keystone.workdir / "kumonet-server.log").read_text()
+    assert "Starting Keystone auth_token middleware" in log
+    assert "is not known to keystonemiddleware" not in log
+
+
 def test_projects_see_only_their_own_resources(cloud: KeystoneCloud) -> None:
     one, two = cloud.tenants
     conn1, conn2 = connect(cloud, one), connect(cloud, two)
