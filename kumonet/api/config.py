@@ -28,6 +28,8 @@ class ServerConfig:
     l3: L3HAConfig = field(default_factory=L3HAConfig)
     max_request_body_size: int = 114688  # Neutron's oslo.middleware default
     keystone_authtoken: dict[str, str] = field(default_factory=dict)
+    # The INI holding [keystone_authtoken]: keystonemiddleware reads it too.
+    keystone_config_file: str | None = None
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -120,4 +122,5 @@ def load_config(path: str | Path | None) -> ServerConfig:
         l3=l3,
         max_request_body_size=int(body_size) if body_size else base.max_request_body_size,
         keystone_authtoken=keystone,
+        keystone_config_file=str(path) if keystone and path is not None else None,
     )

@@ -113,7 +113,7 @@ def build_api(context: ApiContext,
 
 def make_authenticator(mode: str, config: ServerConfig) -> Authenticator:
     if mode == "keystone":
-        return KeystoneAuth(config.keystone_authtoken)
+        return KeystoneAuth(config.keystone_authtoken, config_file=config.keystone_config_file)
     return NoAuth()
 
 
