@@ -169,6 +169,16 @@ def delete_cookie(xid: int, cookie: int) -> bytes:
 
 def add_flow(xid: int, line: str) -> bytes:
     """The FLOW_MOD adding the flow ``line`` (``ovs-ofctl add-flows`` text)."""
+    try:
+        return _add_flow(xid, line)
+    except (ValueError, OverflowError, struct.error) as error:
+        if isinstance(error, UnsupportedFlow):
+            raise
+        # A port name (LOCAL), a value out of range, a message beyond OpenFlow's 64 kB.
+        raise UnsupportedFlow(f"{line!r}: {error}") from None
+
+
+def _add_flow(xid: int, line: str) -> bytes:
     head, sep, actions = line.partition(" actions=")
     if not sep:
         raise UnsupportedFlow(f"no actions: {line!r}")

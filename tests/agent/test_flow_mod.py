@@ -129,6 +129,9 @@ def test_tp_ports_follow_the_protocol() -> None:
         "table=0 actions=learn(table=1)",
         "table=0 actions=goto_table:3,output:1",
         "table=0 drop",
+        "table=0 actions=output:LOCAL",
+        "table=0,priority=70000 actions=drop",
+        "table=0 actions=" + ",".join(["set_field:1->reg5,resubmit(,3)"] * 3000),
     ],
 )
 def test_what_it_does_not_know_is_refused(line: str) -> None:
