@@ -8,6 +8,7 @@ keystone lets keystonemiddleware validate the token and set them.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
@@ -114,6 +115,12 @@ class KeystoneAuth:
         else:
             conf = {**options, "delay_auth_decision": options.get("delay_auth_decision",
                                                                   "false")}
+        if options.get("memcached_servers") or options.get("memcache_servers"):
+            # keystonemiddleware imports its memcached pool lazily, in the
+            # thread of the first request, and that brings in eventlet:
+            # imported outside the main thread, eventlet leaves the thread
+            # unjoinable and the server hangs at exit. Import it here.
+            importlib.import_module("oslo_cache._memcache_pool")
         from keystonemiddleware import auth_token
 
         self._protocol = auth_token.AuthProtocol(app, conf)

@@ -306,3 +306,49 @@ class KumonetServer:
                 self.proc.wait()
         self.proc = None
         return code
+
+
+class Memcached:
+    """A memcached of the test's own on a loopback port (keystonemiddleware's
+    shared token cache when ``memcached_servers`` is set)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.server = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        user = ["-u", "root"] if os.geteuid() == 0 else []
+        self.proc = subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(self.port),
+                                      "-U", "0", "-m", "16", *user],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(200):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"memcached exited {self.proc.returncode}")
+            try:
+                self.items()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("memcached did not start")
+
+    def items(self) -> int:
+        """How many items it holds (``stats`` curr_items)."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            sock.sendall(b"stats\r\n")
+            answer = b""
+            while not answer.endswith(b"END\r\n"):
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                answer += chunk
+        for line in answer.decode().splitlines():
+            if line.startswith("STAT curr_items "):
+                return int(line.split()[2])
+        raise RuntimeError(f"no curr_items in memcached stats: {answer[:200]!r}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=20)
+        self.proc = None

@@ -28,6 +28,7 @@ from tests.api.keystone_server import (
     KeystoneServer,
     KeystoneUser,
     KumonetServer,
+    Memcached,
     application_credential_token,
     free_port,
     issue_token,
@@ -35,7 +36,7 @@ from tests.api.keystone_server import (
     provision,
     revoke_token,
 )
-from tests.environment import unavailable
+from tests.environment import needs, unavailable
 
 pytestmark = pytest.mark.slow
 VENV_BIN = Path(sys.executable).parent
@@ -71,15 +72,17 @@ def connect(cloud: KeystoneCloud, user: KeystoneUser) -> Any:
 
 
 def call(cloud: KeystoneCloud, method: str, path: str, token: str | None = None,
-         body: dict[str, Any] | None = None,
-         headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], Any]:
-    """One raw request to kumonet: status, headers, decoded JSON body."""
+         body: dict[str, Any] | None = None, headers: dict[str, str] | None = None,
+         base: str | None = None) -> tuple[int, dict[str, str], Any]:
+    """One raw request to kumonet (the catalog's, or ``base``): status,
+    headers, decoded JSON body."""
     sent = dict(headers or {})
     if token is not None:
         sent["X-Auth-Token"] = token
     if body is not None:
         sent["Content-Type"] = "application/json"
-    request = urllib.request.Request(cloud.network_url + path, method=method, headers=sent,
+    request = urllib.request.Request((base or cloud.network_url) + path, method=method,
+                                     headers=sent,
                                      data=json.dumps(body).encode() if body else None)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
@@ -236,6 +239,30 @@ def test_service_token_alongside_a_user_token(cloud: KeystoneCloud) -> None:
     status, _, body = call(cloud, "GET", "/v2.0/networks", token,
                            headers={"X-Service-Token": "not-a-token"})
     assert status == 401 and body == {"error": KEYSTONE_401}
+
+
+def test_token_cache_in_memcached(cloud: KeystoneCloud, tmp_path: Path) -> None:
+    """Neutron's install guide sets ``memcached_servers``: the validated
+    tokens go to memcached (shared by a cloud's API servers)."""
+    needs(root=False, tools=("memcached",))
+    memcached = Memcached()
+    server = KumonetServer(tmp_path, free_port(), cloud.authtoken_section()
+                           + f"memcached_servers = {memcached.server}\n")
+    memcached.start()
+    try:
+        server.start()
+        token = issue_token(cloud.keystone, cloud.tenants[0])
+        for _ in range(2):
+            status, _, body = call(cloud, "GET", "/v2.0/networks", token, base=server.url)
+            assert status == 200, body
+        assert memcached.items() > 0
+        status, _, body = call(cloud, "GET", "/v2.0/networks", "not-a-token",
+                               base=server.url)
+        assert status == 401 and body == {"error": KEYSTONE_401}
+    finally:
+        code = server.stop()
+        memcached.stop()
+    assert code == 0, server.log.read_text()[-4000:]
 
 
 def test_identity_headers_cannot_be_forged(cloud: KeystoneCloud) -> None:
