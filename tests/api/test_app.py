@@ -158,3 +158,50 @@ async def test_garbage_never_gets_a_5xx(api: Api) -> None:
             (method, path, raw, body)
         if status >= 400:
             assert _is_neutron_error(body), body
+
+
+async def test_resources_document_is_neutrons(api: Api) -> None:
+    # Neutron lists the core plugin's collections only; "/v2.0" (no slash) is 404.
+    _, body = await api.call("GET", "/v2.0/")
+    assert {r["collection"] for r in body["resources"]} == {"networks", "subnets", "ports"}
+    status, _ = await api.call("GET", "/v2.0")
+    assert status == 404
+
+
+async def test_extensions_listed_for_the_keys_shown(api: Api) -> None:
+    _, body = await api.call("GET", "/v2.0/extensions")
+    aliases = {e["alias"] for e in body["extensions"]}
+    assert {"fip-port-details", "subnet-external-network", "security-groups-normalized-cidr",
+            "security-groups-rules-belongs-to-default-sg"} <= aliases
+
+
+async def test_put_and_delete_on_a_collection_are_a_missing_member(api: Api) -> None:
+    for method in ("PUT", "DELETE"):
+        status, body = await api.call(method, "/v2.0/networks", {"network": {}})
+        assert (status, body["NeutronError"]["type"]) == (404, "NetworkNotFound")
+        assert body["NeutronError"]["message"] == "Network None could not be found."
+
+
+async def test_if_match_other_than_a_revision_is_ignored(api: Api) -> None:
+    net = await api.create("networks", "network", project=P1)
+    path = f"/v2.0/networks/{net['id']}"
+    status, _ = await api.call("PUT", path, {"network": {"name": "x"}}, project=P1,
+                               headers={"If-Match": '"some-etag"'})
+    assert status == 200
+    status, body = await api.call("PUT", path, {"network": {"name": "y"}}, project=P1,
+                                  headers={"If-Match": "revision_number=1"})
+    assert (status, body["NeutronError"]["type"]) == (412, "RevisionNumberConstraintFailed")
+
+
+async def test_wrong_types_answer_neutrons_error_types(api: Api) -> None:
+    net = await api.create("networks", "network", project=P1)
+    cases = [("PUT", f"/v2.0/networks/{net['id']}", {"network": {"mtu": "x"}}, "InvalidInput"),
+             ("POST", "/v2.0/networks", {"network": {"admin_state_up": "maybe"}},
+              "InvalidInput"),
+             ("POST", "/v2.0/networks", {"network": {"name": 5}}, "HTTPBadRequest")]
+    for method, path, body, kind in cases:
+        status, answer = await api.call(method, path, body, project=P1)
+        assert (status, answer["NeutronError"]["type"]) == (400, kind), body
+    status, answer = await api.call("POST", "/v2.0/networks",
+                                    {"network": {"admin_state_up": "yes"}}, project=P1)
+    assert status == 201 and answer["network"]["admin_state_up"] is True

@@ -106,3 +106,22 @@ async def test_port_fixed_ips_filter(api: Api) -> None:
     _, body = await api.call("GET", f"/v2.0/ports?network_id={net['id']}&device_owner=",
                              project=P1)
     assert len(body["ports"]) == 3
+
+
+async def test_sort_keys_and_dirs_come_in_pairs(api: Api) -> None:
+    await _nets(api)
+    for query in ("sort_key=name", "sort_dir=asc", "sort_key=name&sort_key=id&sort_dir=asc"):
+        status, body = await api.call("GET", f"/v2.0/networks?{query}", project=P1)
+        assert (status, body["NeutronError"]["type"]) == (400, "HTTPBadRequest"), query
+
+
+async def test_typed_filters_refuse_what_they_cannot_convert(api: Api) -> None:
+    nets = await _nets(api)
+    for query in ("admin_state_up=maybe", "mtu=abc"):
+        status, body = await api.call("GET", f"/v2.0/networks?{query}", project=P1)
+        assert (status, body["NeutronError"]["type"]) == (400, "InvalidInput"), query
+    _, body = await api.call("GET", "/v2.0/networks?admin_state_up=yes", project=P1)
+    assert len(body["networks"]) == sum(1 for n in nets if n["admin_state_up"])
+    # Refusals of other converters (formats) just match nothing.
+    status, body = await api.call("GET", "/v2.0/networks?id=nope", project=P1)
+    assert (status, body["networks"]) == (200, [])

@@ -164,6 +164,59 @@ def test_openstack_cli(server: Server) -> None:
     assert shown["id"] == net["id"] and shown["subnets"] == [sub["id"]]
 
 
+def _cli_ok(server: Server, *args: str) -> str:
+    """A command without a table (set/unset/add/remove/delete): its output."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
+    out = subprocess.run(
+        [str(VENV_BIN / "openstack"), "--os-auth-type", "none", "--os-endpoint",
+         server.url + "/", *args], check=False, capture_output=True, text=True, env=env,
+        timeout=120)
+    assert out.returncode == 0, (args, out.stderr)
+    return out.stdout
+
+
+def test_openstack_cli_operator_commands(server: Server) -> None:
+    """The operator commands run side by side with the real neutron; those
+    kumonet answered differently are kept here."""
+    _cli(server, "network", "create", "--external", "--provider-network-type", "flat",
+         "--provider-physical-network", "extnet", "ext")
+    _cli(server, "subnet", "create", "--network", "ext", "--subnet-range", "203.0.113.0/24",
+         "--no-dhcp", "ext-sub")
+    _cli(server, "network", "create", "net")
+    sub = _cli(server, "subnet", "create", "--network", "net", "--subnet-range",
+               "10.0.0.0/24", "sub")
+    _cli_ok(server, "network", "set", "--description", "d", "--tag", "t", "net")
+    _cli_ok(server, "network", "unset", "--tag", "t", "net")
+    listed = _cli(server, "network", "list", "--long")
+    assert {n["Name"]: n["Router Type"] for n in listed} == {"ext": True, "net": False}
+    _cli(server, "port", "create", "--network", "net", "--fixed-ip",
+         "subnet=sub,ip-address=10.0.0.10", "vm")
+    _cli_ok(server, "router", "create", "r1")
+    _cli_ok(server, "router", "add", "subnet", "r1", "sub")
+    _cli_ok(server, "router", "set", "--external-gateway", "ext", "r1")
+    # The admin's router show listed the stored interfaces and gw_port_id.
+    shown = _cli(server, "router", "show", "r1")
+    assert "gw_port_id" not in shown and "interfaces" not in shown
+    assert shown["interfaces_info"][0]["subnet_id"] == sub["id"]
+    router_ports = _cli(server, "port", "list", "--router", "r1")
+    assert sorted(p["Fixed IP Addresses"][0]["ip_address"] for p in router_ports) == [
+        "10.0.0.1", "203.0.113.2"]
+    _cli_ok(server, "router", "add", "route", "--route",
+            "destination=10.9.0.0/16,gateway=10.0.0.9", "r1")
+    fip = _cli(server, "floating", "ip", "create", "ext")
+    _cli_ok(server, "floating", "ip", "set", "--port", "vm", fip["id"])
+    assert _cli(server, "floating", "ip", "list", "--long")[0]["Fixed IP Address"] == \
+        "10.0.0.10"
+    _cli(server, "security", "group", "create", "web")
+    _cli(server, "security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "22",
+         "web")
+    _cli_ok(server, "port", "set", "--security-group", "web", "vm")
+    aliases = {e["Alias"] for e in _cli(server, "extension", "list", "--network")}
+    assert {"router", "fip-port-details", "subnet-external-network"} <= aliases
+    assert _cli(server, "network", "agent", "list") == []
+    assert _cli(server, "subnet", "show", "ext-sub")["router:external"] is True
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--store", "nope://x"], "unknown store URL scheme"),
     (["--config", "/nonexistent/kumonet.ini"], "No such file"),

@@ -28,3 +28,23 @@ def test_converts(convert: c.Converter, value: Any, expected: Any) -> None:
 def test_refuses(convert: c.Converter, value: Any) -> None:
     with pytest.raises(BadRequest):
         convert(value)
+
+
+def test_booleans_as_oslo_reads_them() -> None:
+    # Neutron's convert_to_boolean is oslo's bool_from_string(strict=True).
+    for text, value in (("yes", True), ("On", True), ("t", True), ("n", False), ("off", False)):
+        assert c.to_bool(text) is value
+
+
+@pytest.mark.parametrize(("convert", "value"), [
+    (c.to_bool, "maybe"), (c.to_int, "x"), (c.ip_version, "x"), (c.subnet_cidr, "10.0.0.0/33"),
+    (c.subnet_cidr, "nonsense")])
+def test_converter_refusals_are_invalid_input(convert: c.Converter, value: Any) -> None:
+    # Neutron's converters raise InvalidInput; its validators HTTPBadRequest.
+    with pytest.raises(BadRequest) as info:
+        convert(value)
+    assert info.value.type_name == "InvalidInput"
+
+
+def test_subnet_cidr_clears_host_bits() -> None:
+    assert c.subnet_cidr("10.0.0.1/24") == "10.0.0.0/24"

@@ -196,3 +196,15 @@ async def test_concurrent_creates_on_two_servers_never_share_an_address(
         for client in clients:
             await client.close()
         await store.close()
+
+
+async def test_floating_ip_keys_as_neutron_without_dns_qos_or_forwardings(api: Api) -> None:
+    ext, _, _, _ = await routed(api)
+    status, body = await fip(api, floating_network_id=ext["id"])
+    assert status == 201
+    f = body["floatingip"]
+    assert not {"dns_domain", "dns_name", "qos_policy_id", "port_forwardings"} & set(f)
+    assert "port_details" in f and f["revision_number"] == 0
+    status, body = await api.call("GET", f"{F}/00000000-0000-4000-8000-000000000000",
+                                  project=P1)
+    assert (status, error(body)) == (404, "FloatingIPNotFound")

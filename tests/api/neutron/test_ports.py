@@ -268,3 +268,35 @@ async def test_a_bulk_with_chosen_distinct_addresses_is_made_whole(api: Api) -> 
     assert status == 201, body
     assert [p["fixed_ips"][0]["ip_address"] for p in body["ports"]] == [
         f"10.0.0.{10 + i}" for i in range(10)]
+
+
+async def test_port_on_a_missing_subnet_is_404(api: Api) -> None:
+    net, _ = await _net_subnet(api)
+    status, body = await api.call("POST", "/v2.0/ports", {"port": {
+        "network_id": net["id"],
+        "fixed_ips": [{"subnet_id": "00000000-0000-4000-8000-000000000000"}]}}, project=P1)
+    assert (status, body["NeutronError"]["type"]) == (404, "SubnetNotFound")
+    # A subnet that exists but on another network stays a bad request.
+    _, other = await _net_subnet(api, cidr="10.1.0.0/24")
+    status, body = await api.call("POST", "/v2.0/ports", {"port": {
+        "network_id": net["id"], "fixed_ips": [{"subnet_id": other["id"]}]}}, project=P1)
+    assert (status, body["NeutronError"]["type"]) == (400, "InvalidInput")
+
+
+async def test_slaac_address_added_to_chosen_addresses(api: Api) -> None:
+    net, v4 = await _net_subnet(api)
+    slaac = await api.create("subnets", "subnet", project=P1, network_id=net["id"],
+                             ip_version=6, cidr="2001:db8:5::/64", ipv6_ra_mode="slaac")
+    port = await api.create("ports", "port", project=P1, network_id=net["id"],
+                            mac_address="fa:16:3e:00:00:05",
+                            fixed_ips=[{"subnet_id": v4["id"], "ip_address": "10.0.0.50"}])
+    assert port["fixed_ips"] == [
+        {"subnet_id": v4["id"], "ip_address": "10.0.0.50"},
+        {"subnet_id": slaac["id"], "ip_address": "2001:db8:5:0:f816:3eff:fe00:5"}]
+    # A router's interface takes only what it asks for.
+    router = await api.create("routers", "router", project=P1)
+    status, _ = await api.call("PUT", f"/v2.0/routers/{router['id']}/add_router_interface",
+                               {"subnet_id": v4["id"]}, project=P1)
+    assert status == 200
+    _, body = await api.call("GET", f"/v2.0/ports?device_id={router['id']}", project=P1)
+    assert [ip["subnet_id"] for ip in body["ports"][0]["fixed_ips"]] == [v4["id"]]

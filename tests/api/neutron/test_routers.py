@@ -334,3 +334,34 @@ async def test_racing_interface_adds_leave_no_orphan_ports(api: Api) -> None:
             assert outcomes[1][0] == 204 and body["ports"] == []
         else:
             assert outcomes[1][0] == 409 and len(body["ports"]) == 1
+
+
+async def test_admin_lists_show_no_stored_only_keys(api: Api) -> None:
+    ext, _ = await external(api)
+    _, sub = await project_net(api)
+    r = await router(api, external_gateway_info={"network_id": ext["id"]})
+    status, _ = await action(api, r["id"], "add_router_interface", {"subnet_id": sub["id"]})
+    assert status == 200
+    for path in (R, f"{R}?fields=interfaces&fields=gw_port_id&fields=id"):
+        _, body = await api.call("GET", path)
+        (shown,) = body["routers"]
+        assert "interfaces" not in shown and "gw_port_id" not in shown, path
+    _, body = await api.call("GET", f"{R}/{r['id']}")
+    assert "interfaces" not in body["router"]
+
+
+async def test_extraroutes_answer_has_neutrons_extra_keys(api: Api) -> None:
+    ext, _ = await external(api)
+    _, sub = await project_net(api)
+    # Members may not choose SNAT (Neutron's policy): the admin makes it.
+    r = await router(api, project=None, tenant_id=P1,
+                     external_gateway_info={"network_id": ext["id"], "enable_snat": False})
+    await action(api, r["id"], "add_router_interface", {"subnet_id": sub["id"]})
+    status, body = await action(api, r["id"], "add_extraroutes", {"router": {"routes": [
+        {"destination": "10.9.0.0/16", "nexthop": "192.168.1.9"}]}})
+    assert status == 200, body
+    shown = body["router"]
+    assert shown["enable_snat"] is False and shown["ha_vr_id"] == 0
+    assert shown["gw_port_id"] is not None
+    assert shown["enable_default_route_bfd"] is False
+    assert shown["enable_default_route_ecmp"] is False

@@ -272,3 +272,30 @@ async def test_concurrent_rule_adds_keep_group_and_rules_consistent(api: Api) ->
     assert {r["id"] for r in group["security_group"]["security_group_rules"]} == \
         {r["id"] for r in rules["security_group_rules"]}
     assert len(rules["security_group_rules"]) == 4 + 11
+
+
+async def test_rules_as_neutron_shows_them(api: Api) -> None:
+    group = await _group(api, name="web")
+    for rule in group["security_group_rules"]:
+        # Made by the server: no description, no prefix so no normalized CIDR.
+        assert rule["description"] is None and rule["normalized_cidr"] is None
+        assert rule["revision_number"] == 0
+    status, body = await api.call("POST", RULES, {"security_group_rule": {
+        "security_group_id": group["id"], "direction": "ingress", "protocol": "icmp"}},
+        project=P1)
+    assert status == 201
+    rule = body["security_group_rule"]
+    assert rule["normalized_cidr"] is None and rule["revision_number"] == 0
+    assert "tags" not in rule  # Neutron's rules are not taggable
+    status, body = await api.call("POST", RULES, {"security_group_rule": {
+        "security_group_id": group["id"], "direction": "ingress",
+        "remote_ip_prefix": "10.1.2.3/8"}}, project=P1)
+    assert body["security_group_rule"]["normalized_cidr"] == "10.0.0.0/8"
+    # A rule with no prefix still duplicates one for all addresses.
+    status, body = await api.call("POST", RULES, {"security_group_rule": {
+        "security_group_id": group["id"], "direction": "ingress", "protocol": "icmp",
+        "remote_ip_prefix": "0.0.0.0/0"}}, project=P1)
+    assert (status, body["NeutronError"]["type"]) == (409, "SecurityGroupRuleExists")
+    status, body = await api.call("GET", f"{RULES}/00000000-0000-4000-8000-000000000000",
+                                  project=P1)
+    assert (status, body["NeutronError"]["type"]) == (404, "SecurityGroupRuleNotFound")

@@ -144,3 +144,40 @@ async def test_update_subnet(api: Api) -> None:
     status, body = await api.call("PUT", f"/v2.0/subnets/{sub['id']}", {"subnet": {
         "cidr": "10.0.1.0/24"}}, project=P1)
     assert status == 400
+
+
+async def test_subnet_as_neutron_29_answers(api: Api) -> None:
+    net = await _net(api)
+    base = {"network_id": net["id"], "ip_version": 4}
+    # Host bits are cleared, not refused; a gateway outside the subnet is allowed.
+    sub = await api.create("subnets", "subnet", project=P1, **base, cidr="10.1.0.1/24",
+                           gateway_ip="10.9.0.1")
+    assert sub["cidr"] == "10.1.0.0/24" and sub["gateway_ip"] == "10.9.0.1"
+    assert sub["allocation_pools"] == [{"start": "10.1.0.1", "end": "10.1.0.254"}]
+    # New subnets start at revision 0; no segment_id without the segments extension.
+    assert sub["revision_number"] == 0 and "segment_id" not in sub
+    assert sub["router:external"] is False
+    status, body = await api.call("PUT", f"/v2.0/subnets/{sub['id']}",
+                                  {"subnet": {"name": "s"}}, project=P1)
+    assert body["subnet"]["revision_number"] == 1
+    status, body = await api.call("POST", "/v2.0/subnets", {"subnet": base}, project=P1)
+    assert (status, body["NeutronError"]["type"]) == (400, "BadRequest")
+    for cidr in ("10.0.0.0/33", "nonsense"):
+        status, body = await api.call("POST", "/v2.0/subnets",
+                                      {"subnet": {**base, "cidr": cidr}}, project=P1)
+        assert (status, body["NeutronError"]["type"]) == (400, "InvalidInput"), cidr
+
+
+async def test_subnet_router_external_follows_its_network(api: Api) -> None:
+    ext = await api.create("networks", "network", **{"router:external": True})
+    sub = await api.create("subnets", "subnet", network_id=ext["id"], ip_version=4,
+                           cidr="203.0.113.0/24")
+    assert sub["router:external"] is True
+    status, _ = await api.call("PUT", f"/v2.0/networks/{ext['id']}",
+                               {"network": {"router:external": False}})
+    assert status == 200
+    _, body = await api.call("GET", f"/v2.0/subnets/{sub['id']}")
+    assert body["subnet"]["router:external"] is False
+    await api.call("PUT", f"/v2.0/networks/{ext['id']}", {"network": {"router:external": True}})
+    _, body = await api.call("GET", "/v2.0/subnets?router:external=true")
+    assert [s["id"] for s in body["subnets"]] == [sub["id"]]
