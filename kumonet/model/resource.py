@@ -17,6 +17,9 @@ from typing import Any
 from kumonet.model.converters import Converter
 from kumonet.model.errors import BadRequest, NotAuthorized
 
+# How converters word a refusal; Neutron names the attribute instead.
+_OPERATION = "Invalid input for operation: "
+
 
 class Access(enum.Enum):
     """Who may read or write an attribute (Neutron's default policy)."""
@@ -80,8 +83,11 @@ class ResourceDefinition:
         return self.url_name or self.collection
 
     def _body_of(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, dict) or not isinstance(body.get(self.member), dict):
-            raise BadRequest(f"Resource body required with key '{self.member}'")
+        # Neutron's wording for each refusal.
+        if not isinstance(body, dict):
+            raise BadRequest("Body contains invalid data")
+        if not isinstance(body.get(self.member), dict):
+            raise BadRequest(f"Unable to find '{self.member}' in request body")
         if len(body) != 1:
             raise BadRequest(f"Only one key '{self.member}' is allowed in the body")
         inner: dict[str, Any] = body[self.member]
@@ -89,6 +95,18 @@ class ResourceDefinition:
         if unknown:
             raise BadRequest(f"Unrecognized attribute(s) '{', '.join(sorted(unknown))}'")
         return inner
+
+    @staticmethod
+    def _convert(attr: Attribute, value: Any) -> Any:
+        """The converted value; a validator's refusal names the attribute, as
+        Neutron words it ("Invalid input for name. Reason: ...")."""
+        try:
+            return attr.convert(value)
+        except BadRequest as error:
+            if error.type_name != "HTTPBadRequest" or not error.message.startswith(_OPERATION):
+                raise
+            reason = error.message[len(_OPERATION):].rstrip(".")
+            raise BadRequest(f"Invalid input for {attr.name}. Reason: {reason}.") from None
 
     def _check_write(self, attr: Attribute, action: str, is_admin: bool) -> None:
         if not attr.write.allows(is_admin):
@@ -105,7 +123,7 @@ class ResourceDefinition:
                 if not attr.on_create:
                     raise BadRequest(f"Attribute '{attr.name}' not allowed in POST")
                 self._check_write(attr, "create", is_admin)
-                out[attr.name] = attr.convert(inner[attr.name])
+                out[attr.name] = self._convert(attr, inner[attr.name])
             elif attr.is_required:
                 raise BadRequest(f"Failed to parse request. Required attribute '{attr.name}' "
                                  "not specified")
@@ -121,7 +139,7 @@ class ResourceDefinition:
             if not attr.on_update:
                 raise BadRequest(f"Cannot update read-only attribute {name}")
             self._check_write(attr, "update", is_admin)
-            out[name] = attr.convert(value)
+            out[name] = self._convert(attr, value)
         return out
 
     def view(self, resource: Mapping[str, Any], *, is_admin: bool) -> dict[str, Any]:

@@ -128,7 +128,7 @@ def check_pools(network: ipaddress.IPv4Network | ipaddress.IPv6Network, pools: l
         for pool in pools:
             if pool.start <= gateway <= pool.end:
                 raise Conflict(f"Gateway ip {ipaddress.ip_address(gateway)} conflicts with "
-                               f"allocation pool {pool.to_text(network.version)}",
+                               f"allocation pool {pool.to_text(network.version)}.",
                                type_name="GatewayConflictWithAllocationPools")
     return sorted(pools)
 
@@ -143,7 +143,7 @@ def plan_subnet(attrs: dict[str, Any]) -> dict[str, Any]:
     network = ipaddress.ip_network(attrs["cidr"])
     version = attrs["ip_version"]
     if network.version != version:
-        raise _invalid(f"Cidr {network} does not match the ip_version {version}")
+        raise _invalid(f"cidr '{network}' does not match the ip_version '{version}'")
     if version == 4 and (attrs.get("ipv6_ra_mode") or attrs.get("ipv6_address_mode")):
         raise _invalid("ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is "
                        "set to False or ip_version is 4")

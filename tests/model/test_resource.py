@@ -57,3 +57,18 @@ def test_not_found_types_neutron_spells_its_own_way() -> None:
     assert (error.type_name, error.message) == ("FloatingIPNotFound",
                                                 "Floating IP x could not be found")
     assert resource_not_found("router", "x").message == "Router x could not be found"
+
+
+@pytest.mark.parametrize(("body", "type_name", "message"), [
+    ({"thing": {"size": 1, "name": 5}}, "HTTPBadRequest",
+     "Invalid input for name. Reason: '5' is not a valid string."),
+    ({"thing": {"size": "x"}}, "InvalidInput",
+     "Invalid input for operation: 'x' is not an integer."),
+    ([], "HTTPBadRequest", "Body contains invalid data"),
+    ({"things": {}}, "HTTPBadRequest", "Unable to find 'thing' in request body"),
+])
+def test_refusals_worded_as_neutron(body: object, type_name: str, message: str) -> None:
+    # Validators name the attribute; converters (int, bool) speak of "operation".
+    with pytest.raises(BadRequest) as info:
+        THING.parse_create(body, is_admin=True)
+    assert (info.value.type_name, info.value.message) == (type_name, message)

@@ -179,9 +179,12 @@ class Networks(ResourceBase):
             ports = [orjson.loads(kv.value) for kv in
                      (await self.store.range(neutron_prefix("ports"))).kvs]
             ports = [p for p in ports if p.get("network_id") == resource_id]
-            if any(p.get("device_owner") not in AUTO_DELETE_DEVICE_OWNERS for p in ports):
+            in_use = [p["id"] for p in ports
+                      if p.get("device_owner") not in AUTO_DELETE_DEVICE_OWNERS]
+            if in_use:
                 raise Conflict(f"Unable to complete operation on network {resource_id}. "
-                               "There are one or more ports still in use on the network.",
+                               "There are one or more ports still in use on the network, id "
+                               f"for these ports is: {','.join(in_use)}.",
                                type_name="NetworkInUse")
             compares: list[Compare] = [key_unchanged(found.kv), guard.held()]
             ops: list[Op] = [Delete(found.kv.key), Delete(guard.key)]

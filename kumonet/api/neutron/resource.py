@@ -85,7 +85,7 @@ async def read_json(request: web.Request) -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise BadRequest("Malformed request body: the body is not valid JSON") from None
+        raise BadRequest("Body contains invalid data") from None  # Neutron's words
 
 
 def expected_revision(request: web.Request) -> int | None:

@@ -310,7 +310,8 @@ class Routers(ResourceBase):
             found = await self.writable(identity, resource_id)
             check_revision(found.resource, expected_revision)
             if found.resource.get("interfaces"):
-                raise router_in_use(resource_id)
+                ports = ",".join(i["port_id"] for i in found.resource["interfaces"])
+                raise router_in_use(resource_id, f"has ports still attached: {ports}")
             change = RouterChange() if self.lifecycle is None \
                 else await self.lifecycle.deleting(found.resource)
             return Plan([key_unchanged(found.kv), *change.compares],

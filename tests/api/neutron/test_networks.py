@@ -150,3 +150,11 @@ async def test_network_keys_are_neutrons(api: Api) -> None:
     assert "l2_adjacency" not in net and "segments" not in net
     status, body = await api.call("GET", "/v2.0/networks")
     assert status == 200 and "l2_adjacency" not in body["networks"][0]
+
+
+async def test_network_in_use_names_its_ports(api: Api) -> None:
+    net = await api.create("networks", "network", project=P1)
+    port = await api.create("ports", "port", project=P1, network_id=net["id"])
+    status, body = await api.call("DELETE", f"/v2.0/networks/{net['id']}", project=P1)
+    assert (status, body["NeutronError"]["type"]) == (409, "NetworkInUse")
+    assert body["NeutronError"]["message"].endswith(f"id for these ports is: {port['id']}.")
