@@ -65,6 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sg_e2e_bench import AgentLog
 
+from kumonet.agent.server_client import ServerClient
 from kumonet.lab.command import run
 from tests.cloud import Cloud, Network, Tenant, fixed_ip, running_cloud
 
@@ -454,6 +455,44 @@ class BatchResult:
     # the ms of the pass spent compiling and applying flows
     passes: dict[str, list[Pass]] = field(default_factory=dict)
     plugged: dict[str, float] = field(default_factory=dict)  # host → its ovs-vsctl returned
+    active: list[float] = field(default_factory=list)  # per port: status ACTIVE seen (s)
+
+
+PORTS_PREFIX = "/config/neutron/ports/"
+
+
+class StatusWatch:
+    """When each port's status turned ACTIVE, as the agents report it: the
+    counterpart of OVN's "NB up" (ovn-controller sets it once the port's flows are
+    in). Seen passively, through the servers' long-poll watch the agents use, so
+    the figure costs the cloud nothing extra."""
+
+    def __init__(self, cloud: Cloud) -> None:
+        self.client = ServerClient([cloud.url])
+        self.active: dict[str, float] = {}  # port id → s after t0
+        self.t0 = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        revision = (await self.client.snapshot(PORTS_PREFIX)).revision + 1
+        self._task = asyncio.create_task(self._follow(revision))
+
+    async def _follow(self, revision: int) -> None:
+        while True:
+            batch = await self.client.watch(PORTS_PREFIX, revision, wait=5)
+            now = time.monotonic() - self.t0
+            for event in batch.events:
+                value = event.value if event.type == "put" else None
+                if isinstance(value, dict) and value.get("status") == "ACTIVE":
+                    self.active.setdefault(event.key[len(PORTS_PREFIX) :], now)
+            revision = max(revision, batch.revision + 1)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.client.close()
 
 
 async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float) -> BatchResult:
@@ -468,9 +507,11 @@ async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float)
         log.mark()
     pinger = Pinger(vms, interval, time.monotonic() + time_limit)
     pinger.start()
+    statuses = StatusWatch(cloud)
+    await statuses.start()
     wall0 = time.time()
     t0 = time.monotonic()
-    pinger.t0 = t0
+    pinger.t0 = statuses.t0 = t0
     pinger.go.set()
     await bench.create_ports(vms)
     api_s = time.monotonic() - t0
@@ -478,6 +519,8 @@ async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float)
     bind_s = time.monotonic() - t0
     await asyncio.to_thread(pinger.join)
     await asyncio.sleep(1.0)
+    await statuses.stop()
+    active = [statuses.active[vm.port_id] for vm in vms if vm.port_id in statuses.active]
     usage_after = {name: usage(pid) for name, pid in procs.items()}
     flows_after = await flow_counts(cloud)
     passes = {host: pass_times(log, wall0) for host, log in logs.items()}
@@ -508,6 +551,7 @@ async def run_batch(bench: Bench, k: int, *, interval: float, time_limit: float)
         flows_done,
         passes,
         plugged,
+        active,
     )
 
 
@@ -541,6 +585,12 @@ def report(result: BatchResult) -> None:
         f"{max(result.flows_done.values()):.3f} s",
         TARGET.get(k, ""),
     )
+    if result.active:
+        line(
+            "ports ACTIVE p50 / all (OVN: NB up)",
+            f"{pct(result.active, 50):.3f} / {max(result.active):.3f} s",
+            "" if len(result.active) == k else f"only {len(result.active)} of {k}",
+        )
     if result.pings:
         line(
             "first ping reply p50",
@@ -626,6 +676,10 @@ def summary(results: Sequence[BatchResult]) -> None:
             "flows complete on every host",
             spread([max(r.flows_done.values()) for r in mine]),
             TARGET.get(k, ""),
+        )
+        line(
+            "all ports ACTIVE (OVN: NB all up)",
+            spread([max(r.active) if r.active else float("inf") for r in mine]),
         )
         line(
             "all pingable (max)",
