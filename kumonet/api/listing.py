@@ -97,7 +97,7 @@ def parse_query(definition: ResourceDefinition, params: Mapping[str, Sequence[st
             continue
         attr = definition.by_name.get(name)
         if attr is None or not attr.filterable:
-            raise BadRequest(f"{name} is invalid attribute for filtering")
+            raise BadRequest(f"['{name}'] is invalid attribute for filtering")
         wanted = [_convert_filter_value(definition, name, v) for v in values]
         matchers.append(_equality_matcher(name, wanted))
 
@@ -112,8 +112,8 @@ def parse_query(definition: ResourceDefinition, params: Mapping[str, Sequence[st
             raise BadRequest(f"{key} is an invalid attribute for sort_keys")
         direction = sort_dirs[i]
         if direction not in ("asc", "desc"):
-            raise BadRequest(f"{direction} is an invalid value for sort_dirs, valid values "
-                             "are: 'asc', 'desc'")
+            raise BadRequest(f"['{direction}'] is invalid value for sort_dirs, valid value "
+                             "is 'asc' and 'desc'")
         sort.append((key, direction == "asc"))
 
     limit: int | None = None

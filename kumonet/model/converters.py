@@ -96,8 +96,7 @@ def one_of(*choices: str | int | None) -> Converter:
         except TypeError:  # unhashable (a list or a dict)
             known = False
         if not known:
-            shown = ", ".join(sorted(str(c) for c in allowed))
-            raise _bad(f"'{value}' is not in [{shown}]")
+            raise _bad(f"{value} is not in valid_values")  # neutron-lib's words
         return value
 
     return convert
@@ -107,7 +106,7 @@ def ip_version(value: Any) -> int:
     if isinstance(value, str):
         value = to_int(value)  # Neutron converts first: "x" is InvalidInput
     if isinstance(value, bool) or value not in (4, 6):
-        raise _bad(f"'{value}' is not in [4, 6]")
+        raise _bad(f"{value} is not in valid_values")
     return int(value)
 
 

@@ -119,7 +119,7 @@ def check_routes(routes: Iterable[Mapping[str, str]], router: Mapping[str, Any],
 
 
 def invalid_routes(entry: Mapping[str, str], reason: str) -> BadRequest:
-    return BadRequest(f"Invalid format for routes: [{dict(entry)}], {reason}.",
+    return BadRequest(f"Invalid format for routes: [{dict(entry)}], {reason}",
                       type_name="InvalidRoutes")
 
 

@@ -48,3 +48,9 @@ def test_converter_refusals_are_invalid_input(convert: c.Converter, value: Any) 
 
 def test_subnet_cidr_clears_host_bits() -> None:
     assert c.subnet_cidr("10.0.0.1/24") == "10.0.0.0/24"
+
+
+def test_choice_refusal_worded_as_neutron_lib() -> None:
+    with pytest.raises(BadRequest) as info:
+        c.one_of("ingress", "egress")("up")
+    assert info.value.message == "Invalid input for operation: up is not in valid_values."
