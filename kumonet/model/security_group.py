@@ -145,7 +145,8 @@ def validate_rule(rule: dict[str, Any]) -> dict[str, Any]:
     prefix = rule.get("remote_ip_prefix")
     if prefix is not None and rule.get("remote_group_id") is not None:
         raise BadRequest("Only one of remote_ip_prefix or remote_group_id or "
-                         "remote_address_group_id may be provided.", type_name="SecurityGroupMultipleRemoteEntites")
+                         "remote_address_group_id may be provided.",
+                         type_name="SecurityGroupMultipleRemoteEntites")
     if prefix is not None:
         version = ipaddress.ip_network(prefix).version
         if f"IPv{version}" != rule["ethertype"]:
