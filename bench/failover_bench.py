@@ -49,6 +49,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kumonet.l3.ha_state import RouterHAState
 from kumonet.lab.outage import Pinger, PingReport, longest_gap
 from tests.cloud import Cloud, Network, Tenant, eventually, running_cloud
 
@@ -264,7 +265,11 @@ async def failovers(
             flush=True,
         )
 
-        async def settled(backup: str = backup) -> bool:
+        async def settled(backup: str = backup, master: str = master) -> bool:
+            # keepalived's own view: the API shows a replaced master's stale
+            # "active" as standby before the host is back.
+            if lab.router_states(router_id).get(master) is not RouterHAState.STANDBY:
+                return False
             return await one_active(cloud, router_id) == backup
 
         await wait_for(settled, f"{master} back as standby")
