@@ -446,6 +446,96 @@ def scenario(c: Client) -> None:
     c.call("method not allowed", "PUT", "/v2.0/networks", {"network": {}})
     c.call("delete collection", "DELETE", "/v2.0/networks")
 
+    # --------------------------------------------------------------- more probes
+    c.call("sg rule protocol ip", "POST", "/v2.0/security-group-rules",
+           {"security_group_rule": {"security_group_id": sg["id"], "direction": "egress",
+                                    "protocol": "ip", "tenant_id": PROJECT}})
+    c.call("sg rule protocol any", "POST", "/v2.0/security-group-rules",
+           {"security_group_rule": {"security_group_id": sg["id"], "direction": "ingress",
+                                    "protocol": "any", "ethertype": "IPv6",
+                                    "tenant_id": PROJECT}})
+    c.call("sg rule protocol number", "POST", "/v2.0/security-group-rules",
+           {"security_group_rule": {"security_group_id": sg["id"], "direction": "ingress",
+                                    "protocol": "47", "tenant_id": PROJECT}})
+    c.call("port update fixed ips", "PUT", f"/v2.0/ports/{fixed['id']}",
+           {"port": {"fixed_ips": [{"subnet_id": sub["id"], "ip_address": "10.77.0.60"}]}})
+    c.call("port update mac", "PUT", f"/v2.0/ports/{fixed['id']}",
+           {"port": {"mac_address": "fa:16:3e:00:00:77"}})
+    c.call("port update network", "PUT", f"/v2.0/ports/{fixed['id']}",
+           {"port": {"network_id": ext["id"]}})
+    c.call("port tags", "PUT", f"/v2.0/ports/{fixed['id']}/tags", {"tags": ["a", "b"]})
+    c.call("port list tags-any", "GET", "/v2.0/ports?tags-any=a,z&fields=tags")
+    c.call("port list not-tags", "GET",
+           f"/v2.0/ports?not-tags=a&network_id={net['id']}&fields=id&fields=name"
+           "&sort_key=name&sort_dir=asc&name=p2-t")
+    c.call("port list by sg", "GET", f"/v2.0/ports?security_groups={sg['id']}&fields=name")
+    c.call("port list limit 0", "GET", f"/v2.0/ports?limit=0&network_id={net['id']}"
+           "&fields=name&name=p2-t")
+    c.call("port list page reverse", "GET",
+           f"/v2.0/ports?limit=1&page_reverse=True&sort_key=name&sort_dir=asc"
+           f"&network_id={net['id']}&fields=name&name=p2-t")
+    c.call("port list unknown field", "GET", "/v2.0/ports?fields=colour&name=p2-t")
+    c.call("port list binding field", "GET", "/v2.0/ports?fields=binding:host_id&name=p2-t")
+    c.call("port show unknown field", "GET", f"/v2.0/ports/{port['id']}?fields=colour")
+    c.call("port list sort list attr", "GET", "/v2.0/ports?sort_key=fixed_ips&sort_dir=asc")
+    c.call("port list empty filter", "GET", "/v2.0/ports?name=&fields=id&device_id=nope")
+    c.call("subnet update pools", "PUT", f"/v2.0/subnets/{sub['id']}",
+           {"subnet": {"allocation_pools": [{"start": "10.77.0.100", "end": "10.77.0.200"}]}})
+    c.call("subnet update gateway null", "PUT", f"/v2.0/subnets/{sub['id']}",
+           {"subnet": {"gateway_ip": None}})
+    c.call("subnet update cidr", "PUT", f"/v2.0/subnets/{sub['id']}",
+           {"subnet": {"cidr": "10.99.0.0/24"}})
+    c.call("subnet update network", "PUT", f"/v2.0/subnets/{sub['id']}",
+           {"subnet": {"network_id": ext["id"]}})
+    c.call("network update shared", "PUT", f"/v2.0/networks/{net['id']}",
+           {"network": {"shared": True}})
+    c.call("network update provider", "PUT", f"/v2.0/networks/{net['id']}",
+           {"network": {"provider:segmentation_id": 77}})
+    c.call("network vlan out of range", "POST", "/v2.0/networks",
+           {"network": {"provider:network_type": "vlan", "tenant_id": PROJECT,
+                        "provider:physical_network": "physnet1",
+                        "provider:segmentation_id": 4000}})
+    c.call("network vlan taken", "POST", "/v2.0/networks",
+           {"network": {"provider:network_type": "vlan", "tenant_id": PROJECT,
+                        "provider:physical_network": "physnet1",
+                        "provider:segmentation_id": 150}})
+    c.call("network unknown physnet", "POST", "/v2.0/networks",
+           {"network": {"provider:network_type": "flat", "tenant_id": PROJECT,
+                        "provider:physical_network": "nope"}})
+    c.call("network bad type", "POST", "/v2.0/networks",
+           {"network": {"provider:network_type": "geneve", "tenant_id": PROJECT}})
+    c.call("network mtu too big", "PUT", f"/v2.0/networks/{net['id']}",
+           {"network": {"mtu": 9000}})
+    c.call("port bulk", "POST", "/v2.0/ports",
+           {"ports": [{"network_id": net["id"], "tenant_id": PROJECT, "name": "bulk1"},
+                      {"network_id": net["id"], "tenant_id": PROJECT, "name": "bulk2"}]})
+    c.call("port bulk one bad", "POST", "/v2.0/ports",
+           {"ports": [{"network_id": net["id"], "tenant_id": PROJECT, "name": "bulk3"},
+                      {"network_id": MISSING, "tenant_id": PROJECT}]})
+    c.call("port list after bad bulk", "GET", "/v2.0/ports?name=bulk3&fields=name")
+    c.call("router create ha", "POST", "/v2.0/routers",
+           {"router": {"name": "rha", "ha": True, "tenant_id": PROJECT}})
+    c.call("router create distributed", "POST", "/v2.0/routers",
+           {"router": {"name": "rdvr", "distributed": True, "tenant_id": PROJECT}})
+    c.call("router with gateway on create", "POST", "/v2.0/routers",
+           {"router": {"name": "rgw", "tenant_id": PROJECT,
+                       "external_gateway_info": {"network_id": ext["id"]}}})
+    c.call("router interface by port", "PUT",
+           f"/v2.0/routers/{router['id']}/add_router_interface",
+           {"port_id": _port_of(c, "port create no security")})
+    c.call("fip with address", "POST", "/v2.0/floatingips",
+           {"floatingip": {"floating_network_id": ext["id"], "tenant_id": PROJECT,
+                           "floating_ip_address": "203.0.113.199"}})
+    c.call("fip address taken", "POST", "/v2.0/floatingips",
+           {"floatingip": {"floating_network_id": ext["id"], "tenant_id": PROJECT,
+                           "floating_ip_address": "203.0.113.199"}})
+    c.call("fip address outside", "POST", "/v2.0/floatingips",
+           {"floatingip": {"floating_network_id": ext["id"], "tenant_id": PROJECT,
+                           "floating_ip_address": "192.0.2.5"}})
+    c.call("agent update", "PUT", f"/v2.0/agents/{MISSING}",
+           {"agent": {"admin_state_up": False}})
+    c.call("agents l3 routers", "GET", f"/v2.0/agents/{MISSING}/l3-routers")
+
     # --------------------------------------------------------------- teardown
     c.call("router remove interface", "PUT",
            f"/v2.0/routers/{router['id']}/remove_router_interface", {"subnet_id": sub["id"]})
@@ -465,6 +555,10 @@ def _router_port(c: Client, router_id: str) -> str:
                      "&device_owner=network:router_interface")
     ports = body.get("ports") or [{"id": MISSING}]
     return str(ports[0]["id"])
+
+
+def _port_of(c: Client, label: str) -> str:
+    return str(c.seen[label][1]["port"]["id"])
 
 
 def _subnet_of(c: Client, label: str) -> str:

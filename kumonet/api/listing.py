@@ -109,7 +109,7 @@ def parse_query(definition: ResourceDefinition, params: Mapping[str, Sequence[st
     for i, key in enumerate(sort_keys):
         attr = definition.by_name.get(key)
         if attr is None or not attr.sortable:
-            raise BadRequest(f"{key} is an invalid attribute for sort_keys")
+            raise BadRequest(f"['{key}'] is invalid attribute for sort_keys")
         direction = sort_dirs[i]
         if direction not in ("asc", "desc"):
             raise BadRequest(f"['{direction}'] is invalid value for sort_dirs, valid value "

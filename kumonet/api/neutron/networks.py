@@ -14,7 +14,7 @@ from kumonet.api.neutron.guard import Guard, deletion_guard
 from kumonet.api.neutron.resource import Visible, check_revision
 from kumonet.api.repository import Resource, Stored, neutron_key, neutron_prefix
 from kumonet.api.transaction import Plan, commit_with_retry
-from kumonet.model.errors import BadRequest, Conflict, ServiceUnavailable
+from kumonet.model.errors import BadRequest, Conflict, InvalidInput, ServiceUnavailable
 from kumonet.model.network import NETWORK
 from kumonet.model.port import AUTO_DELETE_DEVICE_OWNERS
 from kumonet.model.segment import (
@@ -115,8 +115,7 @@ class Networks(ResourceBase):
             types = self.context.config.types
             max_mtu = types.mtu_for(segment.network_type)
             if requested_mtu is not None and requested_mtu > max_mtu:
-                raise BadRequest(f"Requested MTU is too big, maximum is {max_mtu}",
-                                 type_name="InvalidInput")
+                raise InvalidInput(f"Requested MTU is too big, maximum is {max_mtu}")
             network = self.new_resource(attrs)
             network.update({
                 "status": "ACTIVE", "subnets": [], "mtu": requested_mtu or max_mtu,
@@ -145,8 +144,7 @@ class Networks(ResourceBase):
             if "mtu" in changes:
                 max_mtu = self.context.config.types.mtu_for(old["provider:network_type"])
                 if changes["mtu"] > max_mtu:
-                    raise BadRequest(f"Requested MTU is too big, maximum is {max_mtu}",
-                                     type_name="InvalidInput")
+                    raise InvalidInput(f"Requested MTU is too big, maximum is {max_mtu}")
 
         if changes.get("shared") is False:
             found = await self.writable(identity, resource_id)

@@ -20,7 +20,13 @@ from kumonet.api.neutron.guard import (
     wait_while_guarded,
 )
 from kumonet.api.neutron.resource import Visible, check_revision, resolve_project
-from kumonet.api.repository import Resource, Stored, neutron_key, still_exists
+from kumonet.api.repository import (
+    Resource,
+    Stored,
+    neutron_key,
+    neutron_prefix,
+    still_exists,
+)
 from kumonet.api.transaction import Plan, commit_with_retry
 from kumonet.model.errors import BadRequest, Conflict, NotAuthorized, resource_not_found
 from kumonet.model.ipam import eui64_address, random_mac
@@ -380,6 +386,36 @@ class Ports(ResourceBase):
         return await self.security_groups.resolve(identity, port["tenant_id"], requested,
                                                   port_security)
 
+    @staticmethod
+    def _requested_on_update(old: Resource, changes: dict[str, Any], subnets: Sequence[Stored]
+                             ) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """The addresses to ask for and those that may stay, as Neutron
+        decides on an update: a port keeps its SLAAC/DHCPv6-stateless
+        addresses unless it is a router's, and they follow a new MAC."""
+        auto = {s.resource["id"] for s in subnets if is_auto_address(s.resource)}
+        source = changes["fixed_ips"] if "fixed_ips" in changes else old["fixed_ips"]
+        requested: list[dict[str, str]] = [dict(ip) for ip in source]
+        if old.get("device_owner") not in ROUTER_INTERFACE_OWNERS:
+            named = {r.get("subnet_id") for r in requested}
+            requested += [{"subnet_id": ip["subnet_id"]} for ip in old["fixed_ips"]
+                          if ip["subnet_id"] in auto and ip["subnet_id"] not in named]
+        keep = list(old["fixed_ips"])
+        if changes.get("mac_address", old["mac_address"]) != old["mac_address"]:
+            requested = [{"subnet_id": r["subnet_id"]} if r.get("subnet_id") in auto else r
+                         for r in requested]
+            keep = [ip for ip in keep if ip["subnet_id"] not in auto]
+        return requested, keep
+
+    async def _refuse_losing_floating_ips(self, port_id: str,
+                                          fixed_ips: list[dict[str, str]]) -> None:
+        """Neutron refuses to take away a fixed IP a floating IP points at."""
+        kept = {ip["ip_address"] for ip in fixed_ips}
+        for kv in (await self.store.range(neutron_prefix("fip_assoc", port_id))).kvs:
+            if kv.key.rsplit("/", 1)[-1] not in kept:
+                raise BadRequest(f"Bad port request: Cannot update the fixed_ips of the port "
+                                 f"{port_id}, because its original fixed_ip has been "
+                                 "associated to a floating ip.", type_name="BadRequest")
+
     async def update(self, identity: Identity, resource_id: str, changes: dict[str, Any],
                      expected_revision: int | None) -> Resource:
         released: list[tuple[str, str]] = []
@@ -405,15 +441,17 @@ class Ports(ResourceBase):
                 compares.append(key_absent(mac_key(mac)))
                 ops += [Delete(mac_key(old["mac_address"])), Put(mac_key(mac),
                                                                  resource_id.encode())]
+            mac_changed = new["mac_address"] != old["mac_address"]
             try:
-                if "fixed_ips" in changes:
+                if "fixed_ips" in changes or mac_changed:
                     _, subnets = await self._network_and_subnets(identity,
                                                                        old["network_id"])
+                    requested, keep = self._requested_on_update(old, changes, subnets)
                     addresses = await self._allocate(
-                        old["network_id"], subnets, changes["fixed_ips"], port_id=resource_id,
-                        mac=new["mac_address"], reservations=reservations,
-                        keep=old["fixed_ips"])
+                        old["network_id"], subnets, requested, port_id=resource_id,
+                        mac=new["mac_address"], reservations=reservations, keep=keep)
                     new["fixed_ips"] = addresses.fixed_ips
+                    await self._refuse_losing_floating_ips(resource_id, new["fixed_ips"])
                     compares += addresses.compares
                     ops += addresses.ops
                     current = {(ip["subnet_id"], ip["ip_address"]) for ip in new["fixed_ips"]}

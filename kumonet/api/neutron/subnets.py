@@ -9,7 +9,7 @@ import orjson
 
 from kumonet.api.context import ApiContext
 from kumonet.api.identity import Identity
-from kumonet.api.ipam import AddressHints
+from kumonet.api.ipam import AddressHints, ipam_key
 from kumonet.api.neutron.base import ResourceBase
 from kumonet.api.neutron.guard import Guard, deletion_guard, not_being_deleted
 from kumonet.api.neutron.resource import Visible, check_revision
@@ -103,11 +103,29 @@ class Subnets(ResourceBase):
             pools = check_pools(network, pools_from_json(new["allocation_pools"]), gateway)
             new["allocation_pools"] = [p.to_json(network.version) for p in pools]
 
+        if "gateway_ip" in changes:
+            await self._refuse_moving_a_used_gateway(resource_id, changes["gateway_ip"])
         updated = await self.update_plain(identity, resource_id, changes, expected_revision,
                                           check)
         if any(f in changes for f in UPDATABLE_ADDRESS_FIELDS):
             self.hints.forget(resource_id)
         return updated
+
+    async def _refuse_moving_a_used_gateway(self, subnet_id: str, gateway: str | None) -> None:
+        """Neutron's GatewayIpInUse: a router's port holds the current gateway."""
+        found = await self.repository.find(subnet_id)
+        current = None if found is None else found.resource.get("gateway_ip")
+        if current is None or current == gateway:
+            return
+        owner = await self.store.get(ipam_key(subnet_id, current))
+        if owner is None:
+            return
+        port_kv = await self.store.get(neutron_key("ports", owner.value.decode()))
+        if port_kv is not None and \
+                orjson.loads(port_kv.value).get("device_owner", "").startswith("network:router"):
+            raise Conflict(f"Current gateway ip {current} already in use by port "
+                           f"{owner.value.decode()}. Unable to update.",
+                           type_name="GatewayIpInUse")
 
     async def delete(self, identity: Identity, resource_id: str,
                      expected_revision: int | None) -> None:

@@ -208,3 +208,29 @@ async def test_floating_ip_keys_as_neutron_without_dns_qos_or_forwardings(api: A
     status, body = await api.call("GET", f"{F}/00000000-0000-4000-8000-000000000000",
                                   project=P1)
     assert (status, error(body)) == (404, "FloatingIPNotFound")
+
+
+async def test_fixed_ip_of_a_floating_ip_cannot_be_taken_away(api: Api) -> None:
+    ext, net, sub, _ = await routed(api)
+    vm = await api.create("ports", "port", project=P1, network_id=net["id"])
+    status, _ = await fip(api, floating_network_id=ext["id"], port_id=vm["id"])
+    assert status == 201
+    status, body = await api.call("PUT", f"/v2.0/ports/{vm['id']}", {"port": {"fixed_ips": [
+        {"subnet_id": sub["id"], "ip_address": "192.168.1.77"}]}}, project=P1)
+    assert (status, error(body)) == (400, "BadRequest")
+    # Adding an address and keeping the floating IP's is fine.
+    status, body = await api.call("PUT", f"/v2.0/ports/{vm['id']}", {"port": {"fixed_ips": [
+        *vm["fixed_ips"], {"subnet_id": sub["id"], "ip_address": "192.168.1.77"}]}},
+        project=P1)
+    assert status == 200, body
+
+
+async def test_gateway_held_by_a_router_cannot_move(api: Api) -> None:
+    _, _, sub, _ = await routed(api)
+    for gateway in (None, "192.168.1.254"):
+        status, body = await api.call("PUT", f"/v2.0/subnets/{sub['id']}",
+                                      {"subnet": {"gateway_ip": gateway}}, project=P1)
+        assert (status, error(body)) == (409, "GatewayIpInUse"), gateway
+    status, _ = await api.call("PUT", f"/v2.0/subnets/{sub['id']}",
+                               {"subnet": {"gateway_ip": "192.168.1.1"}}, project=P1)
+    assert status == 200

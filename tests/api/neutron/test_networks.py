@@ -158,3 +158,12 @@ async def test_network_in_use_names_its_ports(api: Api) -> None:
     status, body = await api.call("DELETE", f"/v2.0/networks/{net['id']}", project=P1)
     assert (status, body["NeutronError"]["type"]) == (409, "NetworkInUse")
     assert body["NeutronError"]["message"].endswith(f"id for these ports is: {port['id']}.")
+
+
+async def test_mtu_too_big_is_invalid_input(api: Api) -> None:
+    net = await api.create("networks", "network", project=P1)
+    status, body = await api.call("PUT", f"/v2.0/networks/{net['id']}",
+                                  {"network": {"mtu": 9000}}, project=P1)
+    assert (status, body["NeutronError"]["type"]) == (400, "InvalidInput")
+    assert body["NeutronError"]["message"] == \
+        "Invalid input for operation: Requested MTU is too big, maximum is 1450."

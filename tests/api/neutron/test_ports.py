@@ -300,3 +300,28 @@ async def test_slaac_address_added_to_chosen_addresses(api: Api) -> None:
     assert status == 200
     _, body = await api.call("GET", f"/v2.0/ports?device_id={router['id']}", project=P1)
     assert [ip["subnet_id"] for ip in body["ports"][0]["fixed_ips"]] == [v4["id"]]
+
+
+async def test_slaac_address_stays_on_update_and_follows_the_mac(api: Api) -> None:
+    net, v4 = await _net_subnet(api)
+    slaac = await api.create("subnets", "subnet", project=P1, network_id=net["id"],
+                             ip_version=6, cidr="2001:db8:6::/64", ipv6_address_mode="slaac")
+    port = await api.create("ports", "port", project=P1, network_id=net["id"],
+                            mac_address="fa:16:3e:00:00:06")
+    path = f"/v2.0/ports/{port['id']}"
+    status, body = await api.call("PUT", path, {"port": {"fixed_ips": [
+        {"subnet_id": v4["id"], "ip_address": "10.0.0.60"}]}}, project=P1)
+    assert status == 200, body
+    assert body["port"]["fixed_ips"] == [
+        {"subnet_id": v4["id"], "ip_address": "10.0.0.60"},
+        {"subnet_id": slaac["id"], "ip_address": "2001:db8:6:0:f816:3eff:fe00:6"}]
+    status, body = await api.call("PUT", path, {"port": {"mac_address": "fa:16:3e:00:00:07"}},
+                                  project=P1)
+    assert status == 200, body
+    assert body["port"]["fixed_ips"] == [
+        {"subnet_id": v4["id"], "ip_address": "10.0.0.60"},
+        {"subnet_id": slaac["id"], "ip_address": "2001:db8:6:0:f816:3eff:fe00:7"}]
+    # The old EUI-64 address is free again, the new one taken.
+    other = await api.create("ports", "port", project=P1, network_id=net["id"],
+                             mac_address="fa:16:3e:00:00:06")
+    assert other["fixed_ips"][1]["ip_address"] == "2001:db8:6:0:f816:3eff:fe00:6"
