@@ -160,8 +160,9 @@ class Networks(ResourceBase):
 
     async def delete(self, identity: Identity, resource_id: str,
                      expected_revision: int | None) -> None:
+        # The revision is checked under the guard, after the ports: Neutron
+        # answers NetworkInUse before a revision mismatch.
         found = await self.writable(identity, resource_id)
-        check_revision(found.resource, expected_revision)
         async with deletion_guard(self.store, resource_id) as guard:
             await self._delete_guarded(identity, resource_id, guard, expected_revision)
         for subnet_id in found.resource.get("subnets", []):
@@ -172,7 +173,6 @@ class Networks(ResourceBase):
         async def decide() -> Plan[None]:
             await guard.check_held(self.store)
             found: Stored = await self.writable(identity, resource_id)
-            check_revision(found.resource, expected_revision)
             network = found.resource
             ports = [orjson.loads(kv.value) for kv in
                      (await self.store.range(neutron_prefix("ports"))).kvs]
@@ -184,6 +184,7 @@ class Networks(ResourceBase):
                                "There are one or more ports still in use on the network, id "
                                f"for these ports is: {','.join(in_use)}.",
                                type_name="NetworkInUse")
+            check_revision(network, expected_revision)
             compares: list[Compare] = [key_unchanged(found.kv), guard.held()]
             ops: list[Op] = [Delete(found.kv.key), Delete(guard.key)]
             for port in ports:

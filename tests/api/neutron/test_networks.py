@@ -167,3 +167,18 @@ async def test_mtu_too_big_is_invalid_input(api: Api) -> None:
     assert (status, body["NeutronError"]["type"]) == (400, "InvalidInput")
     assert body["NeutronError"]["message"] == \
         "Invalid input for operation: Requested MTU is too big, maximum is 1450."
+
+
+async def test_delete_in_use_answers_in_use_before_a_revision_mismatch(api: Api) -> None:
+    net = await api.create("networks", "network", project=P1)
+    await api.create("ports", "port", project=P1, network_id=net["id"])
+    path = f"/v2.0/networks/{net['id']}"
+    stale = {"If-Match": "revision_number=999"}
+    status, body = await api.call("DELETE", path, project=P1, headers=stale)
+    assert (status, body["NeutronError"]["type"]) == (409, "NetworkInUse")
+    free = await api.create("networks", "network", project=P1)
+    status, body = await api.call("DELETE", f"/v2.0/networks/{free['id']}", project=P1,
+                                  headers=stale)
+    assert (status, body["NeutronError"]["type"]) == (412, "RevisionNumberConstraintFailed")
+    status, _ = await api.call("GET", f"/v2.0/networks/{free['id']}", project=P1)
+    assert status == 200
