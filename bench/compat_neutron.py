@@ -520,9 +520,14 @@ def scenario(c: Client) -> None:
     c.call("router with gateway on create", "POST", "/v2.0/routers",
            {"router": {"name": "rgw", "tenant_id": PROJECT,
                        "external_gateway_info": {"network_id": ext["id"]}}})
+    pooled = c.make("port on pools subnet", "ports", "port", network_id=net["id"],
+                    fixed_ips=[{"subnet_id": _subnet_of(c, "subnet create pools")}])
     c.call("router interface by port", "PUT",
-           f"/v2.0/routers/{router['id']}/add_router_interface",
-           {"port_id": _port_of(c, "port create no security")})
+           f"/v2.0/routers/{router['id']}/add_router_interface", {"port_id": pooled["id"]})
+    c.call("router interface by port again", "PUT",
+           f"/v2.0/routers/{router['id']}/add_router_interface", {"port_id": pooled["id"]})
+    c.call("router remove interface by port", "PUT",
+           f"/v2.0/routers/{router['id']}/remove_router_interface", {"port_id": pooled["id"]})
     c.call("fip with address", "POST", "/v2.0/floatingips",
            {"floatingip": {"floating_network_id": ext["id"], "tenant_id": PROJECT,
                            "floating_ip_address": "203.0.113.199"}})
@@ -555,10 +560,6 @@ def _router_port(c: Client, router_id: str) -> str:
                      "&device_owner=network:router_interface")
     ports = body.get("ports") or [{"id": MISSING}]
     return str(ports[0]["id"])
-
-
-def _port_of(c: Client, label: str) -> str:
-    return str(c.seen[label][1]["port"]["id"])
 
 
 def _subnet_of(c: Client, label: str) -> str:
