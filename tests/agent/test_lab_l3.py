@@ -8,11 +8,12 @@ TCP 22 allowed, a VM on host4 and a floating IP. The failover tests then
 fail the master three ways while the upstream pings the floating IP every
 50 ms and keeps a TCP connection to the VM's port 22 open through it; the
 outage is printed (measured, not asserted: ``bench/failover_bench.py`` holds
-the figures to their targets). A partition of the master from its peers and
-the servers must heal without a second transition; a master that stays dead
-is replaced by the third L3 host, which then survives the next failure. The
-last test of the module removes the router and checks that nothing of it is
-left.
+the figures to their targets). A partition of the master (or of the standby)
+from its peers and the servers must heal without a transition on the host
+the servers saw as master; a master cut from the servers only keeps
+forwarding; a master that stays dead is replaced by the third L3 host, which
+then survives the next failure. The last test of the module removes the
+router and checks that nothing of it is left.
 """
 
 from __future__ import annotations
