@@ -253,7 +253,7 @@ async def test_ha_network_shared_by_a_project_and_cleaned_up(cloud: Cloud,
     for router in (second, again):
         status, _ = await cloud.api.call("DELETE", f"/v2.0/routers/{router['id']}",
                                          project=P1)
-        assert status == 204
+        assert status == 204, _
     # The project's last HA router took the HA network, subnet and ports along.
     assert [n["name"] for n in await cloud.ha_networks()] == [f"HA network tenant {P2}"]
     ports = (await cloud.get(f"/v2.0/ports?device_owner={HA_OWNER}"))["ports"]
@@ -324,7 +324,7 @@ async def test_min_max_and_one_per_host(store: Store, server_config: ServerConfi
         assert spare in await cloud.ha_ports(full)
         status, _ = await cloud.api.call("DELETE", f"/v2.0/agents/{agent_id(spare, L3)}"
                                                    f"/l3-routers/{full}")
-        assert status == 204
+        assert status == 204, _
         assert spare not in await cloud.ha_ports(full)
         assert spare not in await cloud.hosts_of(full)
     finally:
@@ -383,9 +383,9 @@ async def test_vrrp_ids_exhausted(store: Store, server_config: ServerConfig) -> 
                                             {"router": {"name": "one-too-many"}}, project=P1)
         assert status == 409, body
         assert "VRRP" in body["NeutronError"]["message"]
-        status, _ = await cloud.api.call("DELETE", f"/v2.0/routers/{first['id']}",
-                                         project=P1)
-        assert status == 204
+        status, answer = await cloud.api.call("DELETE", f"/v2.0/routers/{first['id']}",
+                                              project=P1)
+        assert status == 204, answer
         assert await cloud.router(name="fits") is not None
     finally:
         await cloud.close()
