@@ -26,6 +26,7 @@ import contextlib
 import dataclasses
 import logging
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -53,7 +54,9 @@ from kumonet.agent.server_client import (
 )
 from kumonet.dataplane.compiler import HostPlan, PlanCompiler, diff_flows
 from kumonet.dataplane.dhcp import answer_dhcp
+from kumonet.dataplane.dhcpv6 import answer_dhcpv6
 from kumonet.dataplane.intent import HostFacts, Intent
+from kumonet.dataplane.router_advert import answer_router_solicitation, unsolicited_router_advert
 
 LOG = logging.getLogger(__name__)
 
@@ -62,6 +65,9 @@ L3_AGENT_TYPE = "L3 agent"
 
 Entry = tuple[str, Any, int]  # key, value (None: deleted), mod_revision
 RETRY_DELAY = 0.5
+# Unsolicited router advertisements: radvd's Min/MaxRtrAdvInterval as Neutron
+# configures them (30 s, 100 s), a uniformly random pick between (RFC 4861 6.2.4).
+RA_INTERVAL = (30.0, 100.0)
 
 
 class Agent:
@@ -107,6 +113,9 @@ class Agent:
         # Where the last pass's time went (its log line says): compiling, flow bundles.
         self._pass_ms = {"compile": 0.0, "flows": 0.0}
         self.ready = asyncio.Event()  # set after the first full reconciliation
+        self._advertise_to: set[str] = set()  # local ports due an RA now (just came up)
+        self._advertise_due = asyncio.Event()
+        self._random = random.Random()
 
     # -- start-up -----------------------------------------------------------
 
@@ -194,6 +203,7 @@ class Agent:
                 tasks.create_task(self._reconcile_loop(), name="reconcile")
                 tasks.create_task(self._report_loop(), name="port status")
                 tasks.create_task(self._switch_restarts(), name="switch restarts")
+                tasks.create_task(self._router_advert_loop(), name="router adverts")
         finally:
             await self.channel.stop()
             for bridge in self.bridges.values():
@@ -420,7 +430,11 @@ class Agent:
         if self.l3 is not None and here - self._announced:
             self.l3.announce(here - self._announced)
         self._announced = here
+        came_up = facts.local_ofports.keys() - self._facts.local_ofports.keys()
         self._facts, self._intent = facts, intent
+        if came_up:
+            self._advertise_to |= came_up
+            self._advertise_due.set()
         # Reported by its own task: the next pass never waits for the servers.
         self._report_due.set()
         return plan
@@ -477,7 +491,7 @@ class Agent:
                 await asyncio.sleep(RETRY_DELAY)
                 self._report_due.set()
 
-    # -- DHCP -----------------------------------------------------------------
+    # -- DHCP, DHCPv6, router advertisements ------------------------------------
 
     async def _on_packet_in(self, packet: PacketIn) -> None:
         port_id = next(
@@ -486,11 +500,51 @@ class Agent:
         )
         if port_id is None:
             return
-        reply = answer_dhcp(packet.data, self._intent, port_id, self.config.dhcp)
+        intent, settings = self._intent, self.config.dhcp
+        # Each responder rejects what is not its packet within its first bytes.
+        reply = (
+            answer_dhcp(packet.data, intent, port_id, settings)
+            or answer_router_solicitation(packet.data, intent, port_id, settings)
+            or answer_dhcpv6(packet.data, intent, port_id, settings)
+        )
         if reply is None:
             return
         with contextlib.suppress(PacketChannelDown):
             await self.channel.send_packet_out(packet.in_port, reply)
+
+    async def _router_advert_loop(self) -> None:
+        """Unsolicited RAs: to every local port now and then, and to a port as it
+        comes up (its VM may have solicited before the flows were in place)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._random.uniform(*RA_INTERVAL)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advertise_due.wait(), max(0.0, deadline - loop.time()))
+            self._advertise_due.clear()
+            if loop.time() >= deadline:
+                ports = set(self._facts.local_ofports)
+                deadline = loop.time() + self._random.uniform(*RA_INTERVAL)
+            else:
+                ports = set(self._advertise_to)
+            self._advertise_to.clear()
+            await self.advertise(ports)
+
+    async def advertise(self, port_ids: Iterable[str]) -> int:
+        """Send an unsolicited RA to each of these local ports whose network has
+        subnets to advertise; how many were sent."""
+        sent = 0
+        intent, ofports = self._intent, self._facts.local_ofports
+        for port_id in sorted(port_ids):
+            ofport = ofports.get(port_id)
+            advert = unsolicited_router_advert(intent, port_id, self.config.dhcp)
+            if ofport is None or advert is None:
+                continue
+            try:
+                await self.channel.send_packet_out(ofport, advert)
+            except PacketChannelDown:
+                return sent  # the next round will do
+            sent += 1
+        return sent
 
 
 def _pairs(entries: Iterable[Entry]) -> Iterable[tuple[str, Any]]:

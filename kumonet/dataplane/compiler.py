@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Generic, TypeVar
 
+from kumonet.dataplane.dhcpv6 import dhcpv6_mode
 from kumonet.dataplane.flow import (
     ETH_ARP,
     ETH_IPV4,
@@ -67,6 +68,7 @@ from kumonet.dataplane.pipeline import (
     PROVIDER_PIPELINE,
     Pipeline,
 )
+from kumonet.dataplane.router_advert import RA_MODES
 from kumonet.dataplane.security_group import (
     ACL_OFF,
     acl_host_flows,
@@ -287,6 +289,8 @@ class _NetworkView:
     unknown_tunnels: tuple[int, ...]  # those whose remote ports have port security off
     patch_ofport: int | None
     dhcp: bool
+    router_solicitations: bool = False  # some IPv6 subnet has an ipv6_ra_mode
+    dhcpv6: bool = False  # some IPv6 subnet has a DHCPv6 service
 
 
 class PlanCompiler:
@@ -342,6 +346,14 @@ class PlanCompiler:
         dhcp_networks = {
             s.network_id for s in intent.subnets.values() if s.enable_dhcp and s.ip_version == 4
         }
+        ra_networks = {
+            s.network_id
+            for s in intent.subnets.values()
+            if s.ip_version == 6 and s.ipv6_ra_mode in RA_MODES
+        }
+        dhcpv6_networks = {
+            s.network_id for s in intent.subnets.values() if dhcpv6_mode(s) is not None
+        }
         for network_id in sorted(local_by_net):
             network = networks[network_id]
             key = network_key(network_id)
@@ -389,6 +401,8 @@ class PlanCompiler:
                     else None
                 ),
                 dhcp=network_id in dhcp_networks,
+                router_solicitations=network_id in ra_networks,
+                dhcpv6=network_id in dhcpv6_networks,
             )
             unit_flows.append(unit(("network", view), self._network_unit(view)))
         filtered = [
@@ -552,6 +566,8 @@ class PlanCompiler:
                 # Duplicate address detection and MLD reports come from "::".
                 (250, {**icmp6, "ipv6_src": "::", "icmpv6_type": 135, "icmpv6_code": 0}, to_dhcp),
                 (250, {**icmp6, "ipv6_src": "::", "icmpv6_type": 143}, to_dhcp),
+                # Router solicitations may come from "::" before an address is configured.
+                (250, {**icmp6, "ipv6_src": "::", "icmpv6_type": 133}, to_dhcp),
                 # Neighbour advertisements only for the port's own addresses (allowed at 220).
                 (210, {**icmp6, "icmpv6_type": 136}, []),
             ]
@@ -706,6 +722,16 @@ class PlanCompiler:
                 dhcp_client: Match = {"dl_type": hex(ETH_IPV4), "nw_proto": IPPROTO_UDP}
                 dhcp_client |= {NETWORK.field: key, "tp_src": 68, "tp_dst": 67}
                 flows.append(p.table("dhcp").flow(100, dhcp_client, [Controller()]))
+            # IPv6: one flow per network each, not per port (the agent finds the port
+            # from the packet-in's in_port), so a port costs no more flows than before.
+            if view.router_solicitations:
+                solicitation: Match = {"dl_type": hex(ETH_IPV6), "nw_proto": IPPROTO_ICMPV6}
+                solicitation |= {NETWORK.field: key, "icmpv6_type": 133}
+                flows.append(p.table("dhcp").flow(100, solicitation, [Controller()]))
+            if view.dhcpv6:
+                dhcpv6_client: Match = {"dl_type": hex(ETH_IPV6), "nw_proto": IPPROTO_UDP}
+                dhcpv6_client |= {NETWORK.field: key, "tp_src": 546, "tp_dst": 547}
+                flows.append(p.table("dhcp").flow(100, dhcpv6_client, [Controller()]))
 
             def deliver(ports: Iterable[tuple[int, int]]) -> list[Action]:
                 actions: list[Action] = []

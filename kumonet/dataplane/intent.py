@@ -54,6 +54,9 @@ class Subnet:
     enable_dhcp: bool = True
     dns_nameservers: tuple[str, ...] = ()
     host_routes: tuple[HostRoute, ...] = ()
+    # Neutron's values ("slaac", "dhcpv6-stateful", "dhcpv6-stateless") or None.
+    ipv6_ra_mode: str | None = None
+    ipv6_address_mode: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,6 +266,8 @@ def subnet_from_neutron(body: Mapping[str, Any]) -> Subnet:
             HostRoute(route["destination"], route["nexthop"])
             for route in body.get("host_routes") or ()
         ),
+        ipv6_ra_mode=body.get("ipv6_ra_mode") or None,
+        ipv6_address_mode=body.get("ipv6_address_mode") or None,
     )
 
 

@@ -16,7 +16,7 @@ Packet walk (br-int):
               ├─ local port, port security off ──────────────────▶ dhcp
               ├─ tunnel port ─▶ tunnel_classify ─────────────────────────────▶ l2_lookup
               └─ provider patch port (+VLAN) ─────────────────────────────────▶ l2_lookup
-    dhcp ─▶ (DHCP client → controller) ─▶ egress_ct ─▶ l2_lookup
+    dhcp ─▶ (DHCP/DHCPv6 client, router solicitation → controller) ─▶ egress_ct ─▶ l2_lookup
     egress_ct ─ filtered sender's IP ─▶ ct(zone=sender) ─▶ egress_acl
         ├─ +inv, TCP +new without SYN ─▶ drop
         ├─ replies (+est+rpl) and related (+rel) of a connection not cut ─▶ l2_lookup
@@ -316,8 +316,11 @@ KUMONET_TABLES = (
     ),
     TableSpec(
         "dhcp",
-        "DHCPv4 client packets of networks with a DHCP subnet → the host's responder",
-        matches=frozenset({NETWORK.field, "dl_type", "nw_proto", "tp_src", "tp_dst"}),
+        "DHCPv4 and DHCPv6 client packets and router solicitations of networks whose "
+        "subnets want them answered → the host's responder",
+        matches=frozenset(
+            {NETWORK.field, "dl_type", "nw_proto", "tp_src", "tp_dst", "icmpv6_type"}
+        ),
         next_tables=("egress_ct",),
         may_send_to_controller=True,
         on_miss="egress_ct",
