@@ -78,6 +78,10 @@ NX_CT_RECIRC_NONE = 0xFF
 _FLOW_MOD = struct.Struct("!QQBBHHHIIIHH")
 _BUNDLE_CTRL = struct.Struct("!IHH")  # bundle_id, type, flags
 _BUNDLE_ADD = struct.Struct("!IHH")  # bundle_id, pad, flags
+_OFP_HEADER_SIZE = 8
+#: The longest message a BUNDLE_ADD can carry: the wrapper (a header and its own
+#: 8 bytes) and the message together stay within OpenFlow's 16-bit length.
+MAX_BUNDLED_MESSAGE = 0xFFFF - _OFP_HEADER_SIZE - _BUNDLE_ADD.size
 
 OXM_BASIC = 0x8000
 NXM_0 = 0x0000
@@ -170,12 +174,21 @@ def delete_cookie(xid: int, cookie: int) -> bytes:
 def add_flow(xid: int, line: str) -> bytes:
     """The FLOW_MOD adding the flow ``line`` (``ovs-ofctl add-flows`` text)."""
     try:
-        return _add_flow(xid, line)
+        msg = _add_flow(xid, line)
     except (ValueError, OverflowError, struct.error) as error:
         if isinstance(error, UnsupportedFlow):
             raise
         # A port name (LOCAL), a value out of range, a message beyond OpenFlow's 64 kB.
-        raise UnsupportedFlow(f"{line!r}: {error}") from None
+        raise UnsupportedFlow(f"{_short(line)}: {error}") from None
+    if len(msg) > MAX_BUNDLED_MESSAGE:
+        # It fits alone but not inside its BUNDLE_ADD wrapper.
+        raise UnsupportedFlow(f"{_short(line)}: {len(msg)} bytes, too long to bundle")
+    return msg
+
+
+def _short(line: str) -> str:
+    """``line`` for an error message: a flow near 64 kB would flood the log."""
+    return repr(line) if len(line) <= 200 else f"{line[:200]!r}... ({len(line)} characters)"
 
 
 def _add_flow(xid: int, line: str) -> bytes:
@@ -424,7 +437,11 @@ def bundle_messages(
         parts.append(bundle_add(xid, bundle_id, delete_cookie(xid, cookie)))
     for line in adds:
         xid += 1
-        parts.append(bundle_add(xid, bundle_id, add_flow(xid, line)))
+        inner = add_flow(xid, line)
+        try:
+            parts.append(bundle_add(xid, bundle_id, inner))
+        except struct.error as error:  # a backstop: add_flow checks the length
+            raise UnsupportedFlow(f"{_short(line)}: {error}") from None
     xid += 1
     parts.append(message(OFPT_BARRIER_REQUEST, xid))
     return b"".join(parts), xid

@@ -9,6 +9,7 @@ import struct
 import pytest
 
 from kumonet.agent.flow_mod import (
+    MAX_BUNDLED_MESSAGE,
     OFPBCT_COMMIT_REQUEST,
     OFPBCT_OPEN_REQUEST,
     UnsupportedFlow,
@@ -137,6 +138,26 @@ def test_tp_ports_follow_the_protocol() -> None:
 def test_what_it_does_not_know_is_refused(line: str) -> None:
     with pytest.raises(UnsupportedFlow):
         add_flow(1, line)
+
+
+def _outputs(n: int) -> str:
+    return "table=0,priority=1 actions=" + ",".join(["output:1"] * n)
+
+
+def _outputs(n: int) -> str:
+    return "table=0,priority=1 actions=" + ",".join(["output:1"] * n)
+
+
+def test_a_flow_too_long_to_bundle_is_refused_before_anything_is_sent() -> None:
+    # 16 bytes an output: 4090 make a 65,504-byte FLOW_MOD, 4091 one of 65,520: within
+    # OpenFlow's 16-bit length alone, not with the 16 bytes of its BUNDLE_ADD wrapper.
+    assert len(add_flow(1, _outputs(4090))) == 65504 <= MAX_BUNDLED_MESSAGE
+    data, _ = bundle_messages(1, 1, [], [_outputs(4090)])
+    assert struct.unpack_from("!H", data, 18)[0] == 65520  # the wrapper's length
+    with pytest.raises(UnsupportedFlow, match="too long to bundle"):
+        add_flow(1, _outputs(4091))
+    with pytest.raises(UnsupportedFlow):
+        bundle_messages(1, 1, [], [_outputs(4091)])
 
 
 def test_split_actions_respects_parentheses() -> None:
