@@ -3,8 +3,8 @@ agent, on the shared lab cloud (real OVS, the VM namespaces' own kernel SLAAC,
 ISC ``dhclient -6``).
 
 SLAAC is the kernel's (accept_ra and autoconf are on in a fresh namespace);
-DHCPv6 is ``dhclient -6`` with ``/bin/true`` as its script (the stock script
-would write the machine's /etc/resolv.conf): the lease file says what it got.
+DHCPv6 is ``dhclient -6`` with a script that records what it got (the stock
+script would write the machine's /etc/resolv.conf), and its lease file.
 """
 
 from __future__ import annotations
@@ -64,13 +64,17 @@ async def link_local_ready(cloud: Cloud, vm: VmRecord) -> None:
 async def dhclient6(
     cloud: Cloud, vm: VmRecord, workdir: Path, *, info_only: bool = False, seconds: int = 8
 ) -> str:
-    """Run ``dhclient -6 -1`` once in the VM; the lease file's text ('' if none)."""
+    """Run ``dhclient -6 -1`` once in the VM: its lease file and what it passed its
+    script (the environment: ``new_dhcp6_name_servers`` …), '' if nothing came."""
     await link_local_ready(cloud, vm)
     lease, pid = workdir / f"{vm.name}.leases6", workdir / f"{vm.name}.pid6"
-    conf = workdir / f"{vm.name}.conf6"
+    conf, script, seen = (workdir / f"{vm.name}.{kind}" for kind in ("conf6", "sh", "env6"))
     conf.write_text(f"timeout {seconds};\nretry 60;\n")
+    # The stock script would write the machine's /etc/resolv.conf: record instead.
+    script.write_text(f"#!/bin/sh\nenv >> {seen}\n")
+    script.chmod(0o755)
     argv = ["dhclient", "-6", "-1", "-v", "-cf", str(conf), "-lf", str(lease), "-pf", str(pid)]
-    argv += ["-sf", "/bin/true", *(["-S"] if info_only else []), "eth0"]
+    argv += ["-sf", str(script), *(["-S"] if info_only else []), "eth0"]
     try:
         await run(in_netns(vm.netns, argv), check=False, time_limit=seconds + 10)
     finally:
@@ -79,7 +83,7 @@ async def dhclient6(
             if text.isdigit():
                 # Our own dhclient, renewing in the background after a lease.
                 await run(["kill", text], check=False)
-    return lease.read_text() if lease.exists() else ""
+    return "".join(path.read_text() for path in (lease, seen) if path.exists())
 
 
 async def test_slaac_vms_get_their_neutron_address_and_default_route_and_ping6(
@@ -127,6 +131,27 @@ async def test_stateful_vm_gets_its_fixed_address_from_dhclient6(
     to_agent = [f for f in await cloud.flows("host1") if "tp_src=546" in f and "CONTROLLER" in f]
     assert len(to_agent) >= 1
     assert ipaddress.ip_address(addresses[a.name]) in ipaddress.ip_network("fd00:72::/64")
+
+
+async def test_stateless_vm_gets_slaac_address_and_dns_by_information_request(
+    cloud: Cloud, tenant: Tenant
+) -> None:
+    net = await tenant.network("10.74.0.0/24")
+    subnet = await ipv6_subnet(
+        tenant, net, "fd00:74::/64",
+        ipv6_ra_mode="dhcpv6-stateless", ipv6_address_mode="dhcpv6-stateless",
+        dns_nameservers=["fd00:74::53"],
+    )  # fmt: skip
+    vm = await tenant.boot("host3", net)
+    wanted = await ipv6_of(cloud, vm, subnet["id"])
+
+    async def configured() -> bool:
+        return wanted in await global_addresses(cloud, vm)
+
+    await eventually(configured, f"SLAAC address {wanted}", time_limit=30)
+    lease = await dhclient6(cloud, vm, cloud.workdir, info_only=True)
+    assert "fd00:74::53" in lease, lease
+    assert "iaaddr" not in lease
 
 
 async def test_dhcp_disabled_subnet_gets_no_dhcpv6_answer(cloud: Cloud, tenant: Tenant) -> None:
