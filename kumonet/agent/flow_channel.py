@@ -11,17 +11,23 @@ flow mod of it or none.
 It speaks OpenFlow 1.4 (native bundles) where the packet-in channel speaks 1.3; the
 socket path and the error type are that module's. The connection is opened on first
 use and again after the switch closed it (an ovs-vswitchd restart); a reader task
-answers the switch's echo requests between changes.
+answers the switch's echo requests between changes. A change is computed against
+the flows the caller believes installed: after a reconnection the switch may be a
+new ovs-vswitchd with no flows, so `apply` then sends nothing and raises
+`SwitchReconnected`, and the caller reads the switch again.
+
+Transaction ids wrap at 32 bits as on the wire; an error the switch sends is
+reported with what it answers (the OPEN, a delete, the flow line, the barrier, the
+COMMIT), including the errors a failed COMMIT sends with its flow mods' xids.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,16 +52,48 @@ from kumonet.agent.packet_in import (
 LOG = logging.getLogger(__name__)
 
 
+_XID_MASK = 0xFFFFFFFF  # xids are 32 bits on the wire
+
+
 class BundleFailed(RuntimeError):
     """The switch refused the bundle (nothing of it applied) or the connection broke."""
 
 
-@dataclass
-class _Pending:
-    """Messages in flight (xids ``first_xid``..``last_xid``): done when the switch
-    answers ``last_xid``, with the errors it sent for any of them."""
+class SwitchReconnected(BundleFailed):
+    """The connection was made again (the switch may have restarted, without flows):
+    nothing of the change was sent, since it was computed against the old switch."""
+
+
+@dataclass(frozen=True)
+class _Bundle:
+    """What each xid of a bundle carries (``first_xid`` the OPEN, then the deletes,
+    the adds and the barrier), to say which message the switch refused."""
 
     first_xid: int
+    deletes: Sequence[int]
+    adds: Sequence[str]
+
+    def label(self, xid: int) -> str | None:
+        offset = (xid - self.first_xid) & _XID_MASK
+        deletes, adds = len(self.deletes), len(self.adds)
+        if offset == 0:
+            return "open"
+        if offset <= deletes:
+            return f"delete of cookie {self.deletes[offset - 1]:#x}"
+        if offset <= deletes + adds:
+            line = self.adds[offset - deletes - 1]
+            return f"flow {line if len(line) <= 200 else line[:200] + '...'!r}"
+        if offset == deletes + adds + 1:
+            return "barrier"
+        return None  # not of this bundle
+
+
+@dataclass
+class _Pending:
+    """Messages in flight: done when the switch answers ``last_xid``, with the
+    errors it sent for any xid ``label`` knows (None: not ours)."""
+
+    label: Callable[[int], str | None]
     last_xid: int
     done: asyncio.Future[None]
     errors: list[str] = field(default_factory=list)
@@ -73,14 +111,14 @@ class FlowChannel:
     or could not be reached.
     """
 
-    def __init__(self, target: str | Path, *, timeout: float = 60.0) -> None:
+    def __init__(self, target: str | Path, *, timeout: float = 60.0, first_xid: int = 1) -> None:
         self._path = socket_path(target)
         self._timeout = timeout
         self._writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()  # one bundle at a time: xids and replies stay simple
-        self._xids = itertools.count(1)
-        self._bundle_ids = itertools.count(1)
+        self._xid = first_xid & _XID_MASK  # the next one (tests start near the wrap)
+        self._bundle_id = 0
         self._pending: _Pending | None = None
         self.connections = 0  # how many times a connection was made (tests, logs)
 
@@ -92,34 +130,53 @@ class FlowChannel:
         """Delete the flows carrying ``delete_cookies``, then add ``add_lines``, as one
         atomic bundle; returns once the switch has committed it."""
         async with self._lock:
-            bundle_id = next(self._bundle_ids) & 0xFFFFFFFF
-            first = next(self._xids)
+            self._bundle_id = (self._bundle_id + 1) & _XID_MASK
+            bundle_id, first = self._bundle_id, self._xid
             data, barrier_xid = bundle_messages(first, bundle_id, delete_cookies, add_lines)
-            self._xids = itertools.count(barrier_xid + 1)
+            barrier_xid &= _XID_MASK
+            self._xid = (barrier_xid + 1) & _XID_MASK
+            bundle = _Bundle(first, delete_cookies, add_lines)
             if self._writer is None:
                 await self._connect()
-            errors = await self._exchange(data, first, barrier_xid)
-            xid = next(self._xids)
+                if self.connections > 1:
+                    raise SwitchReconnected(
+                        f"{self._path}: connected again: the change is not sent"
+                    )
+            errors = await self._exchange(data, bundle.label, barrier_xid)
+            xid = self._next_xid()
             if errors:
                 # A refused flow mod left the bundle open without it: throw it away.
-                await self._exchange(bundle_control(xid, bundle_id, OFPBCT_DISCARD_REQUEST), xid)
+                await self._exchange(
+                    bundle_control(xid, bundle_id, OFPBCT_DISCARD_REQUEST),
+                    _only(xid, "discard"),
+                    xid,
+                )
                 raise BundleFailed(f"{self._path}: bundle refused: {'; '.join(errors)}")
+
+            def commit_label(answered: int) -> str | None:
+                # A failed COMMIT is answered by an error with the xid of the flow mod
+                # that failed, then one with the COMMIT's.
+                return "commit" if answered == xid else bundle.label(answered)
+
             errors = await self._exchange(
-                bundle_control(xid, bundle_id, OFPBCT_COMMIT_REQUEST), xid
+                bundle_control(xid, bundle_id, OFPBCT_COMMIT_REQUEST), commit_label, xid
             )
             if errors:
                 raise BundleFailed(f"{self._path}: commit refused: {'; '.join(errors)}")
 
+    def _next_xid(self) -> int:
+        xid, self._xid = self._xid, (self._xid + 1) & _XID_MASK
+        return xid
+
     async def _exchange(
-        self, data: bytes, first_xid: int, last_xid: int | None = None
+        self, data: bytes, label: Callable[[int], str | None], last_xid: int
     ) -> list[str]:
-        """Send ``data`` and wait for the switch to answer its last message; returns the
-        errors the switch sent for any of its messages."""
+        """Send ``data`` and wait for the switch to answer ``last_xid``; returns the
+        errors the switch sent for the xids ``label`` knows."""
         writer = self._writer
         if writer is None:
             raise BundleFailed(f"{self._path}: connection lost")
-        last = first_xid if last_xid is None else last_xid
-        pending = _Pending(first_xid, last, asyncio.get_running_loop().create_future())
+        pending = _Pending(label, last_xid, asyncio.get_running_loop().create_future())
         self._pending = pending
         try:
             writer.write(data)
@@ -146,7 +203,7 @@ class FlowChannel:
         except (OSError, TimeoutError) as error:
             raise BundleFailed(f"cannot connect to {self._path}: {error}") from None
         try:
-            writer.write(message(OFPT_HELLO, next(self._xids)))
+            writer.write(message(OFPT_HELLO, self._next_xid()))
             await writer.drain()
             version, msg_type, _, _ = await asyncio.wait_for(read_message(reader), self._timeout)
             if msg_type != OFPT_HELLO or version < OFP14_VERSION:
@@ -176,11 +233,13 @@ class FlowChannel:
 
     def _answer(self, msg_type: int, xid: int, body: bytes) -> None:
         pending = self._pending
-        if pending is None or not pending.first_xid <= xid <= pending.last_xid:
+        if pending is None:
             return  # e.g. an answer to an exchange that already timed out
         if msg_type == OFPT_ERROR:
+            which = pending.label(xid)
+            if which is None:
+                return
             err_type, err_code = struct.unpack_from("!HH", body, 0)
-            which = "commit" if xid == pending.last_xid else f"message {xid - pending.first_xid}"
             pending.errors.append(f"{which}: error type {err_type} code {err_code}")
         if xid == pending.last_xid and not pending.done.done():
             pending.done.set_result(None)
@@ -203,3 +262,7 @@ class FlowChannel:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+
+
+def _only(xid: int, what: str) -> Callable[[int], str | None]:
+    return lambda answered: what if answered == xid else None

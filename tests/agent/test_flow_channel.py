@@ -1,7 +1,9 @@
 """The persistent flow channel on a real Open vSwitch: whole compiled plans installed
 through it leave exactly the flows ``ovs-ofctl`` leaves for the same lines (a
 differential test of the encoder), bundles stay atomic, an unknown line falls back
-to ``ovs-ofctl``, and the channel reconnects after ovs-vswitchd restarts."""
+to ``ovs-ofctl``, the channel reconnects after ovs-vswitchd restarts (refusing the
+change computed against the old switch), its xids wrap at 32 bits, and a refusal
+names the flow refused."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from kumonet.agent.flow_channel import BundleFailed, FlowChannel
+from kumonet.agent.flow_channel import BundleFailed, FlowChannel, SwitchReconnected
 from kumonet.agent.openflow import COOKIE_MARKER_VALUE, OpenFlowBridge, OpenFlowError
 from kumonet.agent.ovsdb import BridgeSpec, Ovsdb, OvsdbConfig
 from kumonet.dataplane.compiler import HostPlan, compile_host
@@ -120,3 +122,62 @@ async def test_the_channel_reconnects_after_the_switch_restarts(
             await asyncio.sleep(0.1)
     assert channel.connections == 2
     assert len(_dump(ovs, ovs.name("ch"))) == 1
+
+
+async def test_a_change_computed_before_a_restart_is_not_sent_to_the_new_switch(
+    ovs: OvsSandbox, channel: FlowChannel
+) -> None:
+    bridge = ovs.name("ch")
+    first = f"table=0,priority=5,cookie={COOKIE_MARKER_VALUE | 1:#x} actions=drop"
+    second = f"table=0,priority=6,cookie={COOKIE_MARKER_VALUE | 2:#x} actions=drop"
+    await channel.apply([], [first])
+    ovs.stop_vswitchd()
+    ovs.start_vswitchd()
+    # The delta "add the second" assumed the first installed: the new switch has
+    # neither, so sending it would leave the switch with only the delta.
+    for _ in range(100):  # the bridge's socket comes back once vswitchd has read the DB
+        try:
+            await channel.apply([], [second])
+        except SwitchReconnected:
+            break
+        except BundleFailed:
+            await asyncio.sleep(0.1)
+    else:
+        pytest.fail("the change went to the new switch, or it never came back")
+    assert _dump(ovs, bridge) == []
+    # Recomputed against the new switch, the next change goes through.
+    await channel.apply([], [first, second])
+    assert len(_dump(ovs, bridge)) == 2
+    assert channel.connections == 2
+
+
+async def test_xids_wrap_at_32_bits(ovs: OvsSandbox) -> None:
+    [bridge] = await _bridges(ovs, "xw")
+    # Each change takes 4 xids (open, one flow, barrier, commit): the third wraps.
+    channel = FlowChannel(ovs.mgmt(bridge), timeout=10, first_xid=0xFFFFFFFF - 8)
+    try:
+        for n in range(1, 6):
+            cookie = COOKIE_MARKER_VALUE | n
+            await channel.apply([], [f"table=0,priority={n},cookie={cookie:#x} actions=drop"])
+    finally:
+        await channel.close()
+    assert len(_dump(ovs, bridge)) == 5
+
+
+async def test_a_refused_commit_names_the_flow_that_failed(
+    ovs: OvsSandbox, channel: FlowChannel
+) -> None:
+    bridge = ovs.name("ch")
+    # A full table refuses at COMMIT what a BUNDLE_ADD accepted.
+    ovs.vsctl(
+        "--", "--id=@ft", "create", "Flow_Table", "flow_limit=1", "overflow_policy=refuse",
+        "--", "set", "Bridge", bridge, "flow_tables:7=@ft",
+    )  # fmt: skip
+    lines = [
+        f"table=7,priority={n},cookie={COOKIE_MARKER_VALUE | n:#x} actions=drop" for n in (1, 2)
+    ]
+    with pytest.raises(BundleFailed, match="commit refused") as refused:
+        await channel.apply([], lines)
+    assert "table=7,priority=2" in str(refused.value)
+    assert "commit: error" in str(refused.value)
+    assert _dump(ovs, bridge) == []  # atomic: neither
