@@ -90,6 +90,9 @@ class Agent:
             config.bridge_target(config.integration_bridge), self._on_packet_in
         )
         self._installed: dict[str, dict[int, int]] = {}  # bridge → cookie → count
+        # Bumped whenever _installed is forgotten: a pass suspended meanwhile must not
+        # write back what it computed against the switch from before.
+        self._installed_epoch = 0
         self._dirty = asyncio.Event()
         self._report_due = asyncio.Event()
         self._loaded = {
@@ -305,6 +308,7 @@ class Agent:
             generation = self.channel.generation
             LOG.warning("ovs-vswitchd reconnected (generation %d): re-pushing flows", generation)
             self._installed.clear()
+            self._installed_epoch += 1
             self._dirty.set()
 
     # -- reconciliation -----------------------------------------------------
@@ -324,6 +328,7 @@ class Agent:
             except (OvsdbError, OpenFlowError) as error:
                 LOG.error("reconciliation failed, retrying: %s", error)
                 self._installed.clear()  # re-read the switch next time
+                self._installed_epoch += 1
                 await asyncio.sleep(RETRY_DELAY)
                 self._dirty.set()
                 continue
@@ -408,6 +413,7 @@ class Agent:
             # Flows are rendered to text only when added: a pass over a host with
             # thousands of flows renders the few that changed.
             desired = plan.bridge_flows(bridge_name)
+            epoch = self._installed_epoch
             installed = self._installed.get(bridge_name)
             if installed is None:
                 installed = await bridge.dump_cookies()
@@ -419,7 +425,8 @@ class Agent:
                     added + len(change.add),
                     deleted + len(change.delete_cookies),
                 )
-            self._installed[bridge_name] = dict.fromkeys(desired, 1)
+            if self._installed_epoch == epoch:
+                self._installed[bridge_name] = dict.fromkeys(desired, 1)
         self._pass_ms["flows"] += (time.perf_counter() - clock) * 1000
         if port_plan.remove:
             await self.ovsdb.apply_port_plan(PortPlan(remove=port_plan.remove))
