@@ -56,7 +56,12 @@ from kumonet.dataplane.compiler import HostPlan, PlanCompiler, diff_flows
 from kumonet.dataplane.dhcp import answer_dhcp
 from kumonet.dataplane.dhcpv6 import answer_dhcpv6
 from kumonet.dataplane.intent import HostFacts, Intent
-from kumonet.dataplane.router_advert import answer_router_solicitation, unsolicited_router_advert
+from kumonet.dataplane.router_advert import (
+    advert_inputs,
+    answer_router_solicitation,
+    network_router_advert,
+    wants_unsolicited,
+)
 
 LOG = logging.getLogger(__name__)
 
@@ -117,6 +122,7 @@ class Agent:
         self._pass_ms = {"compile": 0.0, "flows": 0.0}
         self.ready = asyncio.Event()  # set after the first full reconciliation
         self._advertise_to: set[str] = set()  # local ports due an RA now (just came up)
+        self._advert_inputs: dict[str, Any] = {}  # network → what its RA was made of
         self._advertise_due = asyncio.Event()
         self._random = random.Random()
 
@@ -439,6 +445,18 @@ class Agent:
         self._announced = here
         came_up = facts.local_ofports.keys() - self._facts.local_ofports.keys()
         self._facts, self._intent = facts, intent
+        # A port that came up, or whose network's advertisement changed (a subnet
+        # added after the VM gave up soliciting), is advertised to at once.
+        inputs = advert_inputs(intent)
+        changed = {n for n in inputs.keys() | self._advert_inputs.keys()
+                   if inputs.get(n) != self._advert_inputs.get(n)}  # fmt: skip
+        self._advert_inputs = inputs
+        if changed:
+            came_up |= {
+                port_id
+                for port_id in facts.local_ofports
+                if port_id in intent.ports and intent.ports[port_id].network_id in changed
+            }
         if came_up:
             self._advertise_to |= came_up
             self._advertise_due.set()
@@ -541,10 +559,16 @@ class Agent:
         subnets to advertise; how many were sent."""
         sent = 0
         intent, ofports = self._intent, self._facts.local_ofports
+        adverts: dict[str, bytes | None] = {}  # one per network and round
         for port_id in sorted(port_ids):
             ofport = ofports.get(port_id)
-            advert = unsolicited_router_advert(intent, port_id, self.config.dhcp)
-            if ofport is None or advert is None:
+            network_id = wants_unsolicited(intent, port_id)
+            if ofport is None or network_id is None:
+                continue
+            if network_id not in adverts:
+                adverts[network_id] = network_router_advert(intent, network_id, self.config.dhcp)
+            advert = adverts[network_id]
+            if advert is None:
                 continue
             try:
                 await self.channel.send_packet_out(ofport, advert)

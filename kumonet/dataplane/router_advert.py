@@ -193,17 +193,48 @@ def answer_router_solicitation(
     return build_router_advert(intent, network, dst_mac=src_mac, dst=src, settings=settings)
 
 
-def unsolicited_router_advert(
-    intent: Intent, port_id: str, settings: DhcpSettings | None = None
+def network_router_advert(
+    intent: Intent, network_id: str, settings: DhcpSettings | None = None
 ) -> bytes | None:
-    """The periodic, all-nodes RA for a local port's network, or None if none is due."""
-    port = intent.ports.get(port_id)
-    # Router ports (network:*) are the routers themselves: they get no advertisements.
-    if port is None or port.is_trusted:
-        return None
-    network = intent.networks.get(port.network_id)
+    """The unsolicited, all-nodes RA of a network, or None if nothing is advertised there."""
+    network = intent.networks.get(network_id)
     if network is None:
         return None
     return build_router_advert(
         intent, network, dst_mac=multicast_mac(ALL_NODES), dst=ALL_NODES, settings=settings
     )
+
+
+def wants_unsolicited(intent: Intent, port_id: str) -> str | None:
+    """The network whose RAs a local port gets, None for router ports (``network:*``:
+    the routers themselves) and unknown ports."""
+    port = intent.ports.get(port_id)
+    if port is None or port.is_trusted:
+        return None
+    return port.network_id
+
+
+def unsolicited_router_advert(
+    intent: Intent, port_id: str, settings: DhcpSettings | None = None
+) -> bytes | None:
+    """The periodic, all-nodes RA for a local port's network, or None if none is due."""
+    network_id = wants_unsolicited(intent, port_id)
+    return None if network_id is None else network_router_advert(intent, network_id, settings)
+
+
+def advert_inputs(intent: Intent) -> dict[str, tuple[int, tuple[Subnet, ...]]]:
+    """Per network with something to advertise: what its RA is made of (MTU, subnets)
+    but the router's MAC; the agent re-advertises a network at once when they change."""
+    found: dict[str, list[Subnet]] = {}
+    for subnet in intent.subnets.values():
+        if subnet.ip_version == 6 and subnet.ipv6_ra_mode in RA_MODES:
+            found.setdefault(subnet.network_id, []).append(subnet)
+    return {
+        network_id: (intent.networks[network_id].mtu, tuple(sorted(subnets, key=_by_id)))
+        for network_id, subnets in found.items()
+        if network_id in intent.networks
+    }
+
+
+def _by_id(subnet: Subnet) -> str:
+    return subnet.id

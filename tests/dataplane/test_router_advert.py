@@ -18,6 +18,7 @@ from kumonet.dataplane.dhcp import DhcpSettings
 from kumonet.dataplane.intent import Intent, from_neutron
 from kumonet.dataplane.ipv6_frame import upper_checksum
 from kumonet.dataplane.router_advert import (
+    advert_inputs,
     answer_router_solicitation,
     unsolicited_router_advert,
 )
@@ -210,3 +211,12 @@ def test_mtu_follows_the_network() -> None:
     reply = answer_router_solicitation(KERNEL_RS, dataclasses.replace(intent), "port-vm")
     assert reply is not None
     assert decode(reply)["options"][5] == [struct.pack("!HI", 0, 9000)]
+
+
+def test_advert_inputs_change_with_what_is_advertised() -> None:
+    before = advert_inputs(cloud(v6("slaac")))
+    assert list(before) == ["net6"]
+    assert advert_inputs(cloud(v6("slaac"))) == before
+    assert advert_inputs(cloud(v6("slaac"), mtu=9000)) != before
+    assert advert_inputs(cloud(v6("slaac", dns_nameservers=["2001:db8::53"]))) != before
+    assert advert_inputs(cloud(v6(None))) == {}
