@@ -34,6 +34,16 @@ standby), none on the master. The isolation timeout is below the lease time
 (3 intervals): the booster keeps its boost until the old master's lease has
 expired, and by then the old master has lowered itself.
 
+Coming back from isolation, the masters of this host stay lowered ("held")
+until the servers' HA states, read afresh (a snapshot: the mirror may not have
+caught up yet, and may still lack the report of the host that took over), show
+no ACTIVE elsewhere newer than this host's own transition. Nor is a held
+master's ACTIVE reported meanwhile: after a lease expired, the re-report would
+get a revision newer than the takeover's and look like a takeover itself (the
+others would yield to it). A held master that was replaced stays lowered and
+unreported until VRRP makes it a standby (hearing the other master), or until
+the other host's report goes or says standby (it is a master alone again).
+
 VRRP transitions arrive through ``on_ha_state`` (keepalived's notify FIFO, read
 on the event loop) and are sent at once by their own task to
 ``PUT /v1/agent/routers/{id}/ha_state``; a report that fails is retried with the
@@ -51,7 +61,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from kumonet.agent.config import AgentConfig
-from kumonet.agent.mirror import IntentMirror
+from kumonet.agent.mirror import HA_STATES_PREFIX, HaReport, IntentMirror
 from kumonet.agent.router_hosts import ACTIVE
 from kumonet.agent.server_client import ServerClient, ServerUnavailable
 from kumonet.l3.command import L3CommandError, run
@@ -122,6 +132,10 @@ class L3Role:
         self._last_contact = time.monotonic()  # the servers last answered us
         self.isolated = False  # no answer for ISOLATION_INTERVALS report intervals
         self.offsets: dict[str, int] = {}  # router → priority offset written
+        # Masters here while cut off, not yet checked against fresh HA states: the
+        # revision of this host's report of the transition, when the mirror had it.
+        self._held: dict[str, int | None] = {}
+        self._check_due = asyncio.Event()  # contact is back: check the held masters
         self._started: set[str] = set()  # keepalived started by the last reconcile
         self.passes = 0
         self.ready = asyncio.Event()  # set after the first reconciliation
@@ -234,6 +248,7 @@ class L3Role:
                     tasks.create_task(self._sync_loop(l3, config_loaded), name="l3 routers")
                     tasks.create_task(self._report_loop(), name="l3 ha states")
                     tasks.create_task(self._contact_loop(), name="l3 server contact")
+                    tasks.create_task(self._held_loop(), name="l3 held masters")
             finally:
                 self._l3 = None
 
@@ -309,7 +324,7 @@ class L3Role:
         with (the rule is in the module docstring)."""
         if not self.local_active.get(router_id):
             return 0
-        if self.isolated or router_id in self._unacknowledged:
+        if self.isolated or router_id in self._held or router_id in self._unacknowledged:
             return -DEMOTION
         here = self.config.host
         states = self.mirror.ha_states.get(router_id, {})
@@ -369,6 +384,7 @@ class L3Role:
             del self._applied[router_id]
             self.local_active.pop(router_id, None)
             self._unacknowledged.discard(router_id)
+            self._held.pop(router_id, None)
             changed.append(f"-{router_id}")
         for router_id, intent in sorted(wanted.items()):
             if self._applied.get(router_id) == intent:
@@ -388,6 +404,8 @@ class L3Role:
     def _on_ha_state(self, router_id: str, state: RouterHAState) -> None:
         # Called from the event loop's reader: must not block.
         LOG.info("router %s is now %s here", router_id, state.value)
+        # A transition of its own (a standby now, or a new master): nothing to hold.
+        self._held.pop(router_id, None)
         self._pending[router_id] = (state, time.monotonic())
         self._unacknowledged.add(router_id)
         self._report_due.set()
@@ -404,6 +422,9 @@ class L3Role:
             pending, self._pending = self._pending, {}
             failed = False
             for router_id, (state, since) in sorted(pending.items()):
+                if router_id in self._held and state is RouterHAState.ACTIVE:
+                    # Reported by the check if it stays ours (module docstring).
+                    continue
                 try:
                     known = await self.client.report_ha_state(
                         router_id, self.config.host, state.value
@@ -438,9 +459,87 @@ class L3Role:
     def _contact(self) -> None:
         self._last_contact = time.monotonic()
         if self.isolated:
-            LOG.warning("servers answer again: masters here keep their VRRP priority")
+            LOG.warning(
+                "servers answer again: masters here stay lowered until the servers'"
+                " HA states show no takeover meanwhile"
+            )
             self.isolated = False
+            self._check_due.set()
             self.update_offsets()
+
+    def _cut_off(self) -> None:
+        """No answer from the servers: lower every master here, and hold them (the
+        revision of their report as mirrored now tells later who is newer)."""
+        self.isolated = True
+        here = self.config.host
+        for router_id, active in self.local_active.items():
+            if active and router_id not in self._held:
+                mine = self.mirror.ha_states.get(router_id, {}).get(here)
+                self._held[router_id] = (
+                    mine.revision if mine is not None and mine.state == ACTIVE else None
+                )
+        self.update_offsets()
+
+    def settle_held(self, ha_states: Mapping[str, Mapping[str, HaReport]]) -> list[str]:
+        """Release the held masters that no other host replaced according to
+        ``ha_states`` (fresh from the servers): their ACTIVE is queued for a report
+        and they stay lowered until it is acknowledged. Returns those still held."""
+        here = self.config.host
+        released = []
+        for router_id, recorded in list(self._held.items()):
+            if not self.local_active.get(router_id):
+                del self._held[router_id]
+                continue
+            states = ha_states.get(router_id, {})
+            mine = states.get(here)
+            since = recorded
+            if since is None and mine is not None and mine.state == ACTIVE:
+                since = mine.revision  # our lease held: the original report
+            newer = [
+                host
+                for host, report in states.items()
+                if host != here
+                and report.state == ACTIVE
+                and (since is None or report.revision > since)
+            ]
+            if newer:
+                continue  # replaced while cut off: yield to it
+            del self._held[router_id]
+            released.append(router_id)
+            self._pending[router_id] = (RouterHAState.ACTIVE, time.monotonic())
+            self._unacknowledged.add(router_id)
+        if released:
+            LOG.info("routers %s: no takeover while cut off, reported again", released)
+            self._report_due.set()
+        self.update_offsets()
+        return sorted(self._held)
+
+    async def _held_loop(self) -> None:
+        """Check the held masters against the servers' HA states when contact comes
+        back, and again each half interval while one stays held."""
+        while True:
+            await self._check_due.wait()
+            self._check_due.clear()
+            if self.isolated or not self._held:
+                continue
+            try:
+                snapshot = await self.client.snapshot(HA_STATES_PREFIX)
+            except ServerUnavailable as error:
+                LOG.warning("HA states not read, will retry: %s", error)
+                held = list(self._held)
+            else:
+                fresh = IntentMirror()
+                fresh.reset_ha_states((i.key, i.value, i.mod_revision) for i in snapshot.items)
+                held = self.settle_held(fresh.ha_states)
+                if held:
+                    LOG.warning(
+                        "routers %s: another host took over while this one was cut off:"
+                        " yielding to it",
+                        held,
+                    )
+            if held:
+                await asyncio.sleep(self.config.report_interval / 2)
+                self._check_due.set()
 
     async def _contact_loop(self) -> None:
         """Tell when this host is cut off from the servers while it is a master.
@@ -469,5 +568,4 @@ class L3Role:
                     " the routers active here (a partition must not bring them back)",
                     time.monotonic() - self._last_contact,
                 )
-                self.isolated = True
-                self.update_offsets()
+                self._cut_off()

@@ -4,6 +4,7 @@ heals)."""
 
 import asyncio
 import dataclasses
+import types
 from pathlib import Path
 
 from kumonet.agent.config import AgentConfig
@@ -156,3 +157,95 @@ async def test_a_master_cut_off_from_the_servers_counts_as_isolated(tmp_path: Pa
             assert role.priority_offset("r1") == -DEMOTION
         finally:
             probe.cancel()
+
+
+def _master_here(tmp_path: Path, mirror: IntentMirror, client: ServerClient) -> L3Role:
+    """host1 master of r1 for a while: its report acknowledged and echoed (revision 5)."""
+    role = L3Role(config(tmp_path), client, mirror)
+    role._on_ha_state("r1", RouterHAState.ACTIVE)
+    role._pending.clear()  # reported...
+    role._unacknowledged.discard("r1")  # ...and acknowledged
+    mirror.ha_states["r1"] = {"host1": HaReport("active", 5)}
+    assert role.priority_offset("r1") == 0
+    return role
+
+
+async def test_back_from_isolation_a_master_stays_lowered_until_checked(tmp_path: Path) -> None:
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = _master_here(tmp_path, mirror, client)
+        role._cut_off()
+        assert role.priority_offset("r1") == -DEMOTION
+        # Contact is back; the mirror has not caught up (it lacks any takeover).
+        role._contact()
+        assert not role.isolated
+        assert role.priority_offset("r1") == -DEMOTION
+        # Fresh HA states: nobody took over. Reported again, lowered until acknowledged.
+        assert role.settle_held({"r1": {"host1": HaReport("active", 5)}}) == []
+        assert role._pending["r1"][0] is RouterHAState.ACTIVE
+        assert role.priority_offset("r1") == -DEMOTION
+        role._unacknowledged.discard("r1")
+        assert role.priority_offset("r1") == 0
+
+
+async def test_a_master_replaced_while_cut_off_yields_without_reporting(tmp_path: Path) -> None:
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = _master_here(tmp_path, mirror, client)
+        role._cut_off()
+        role._contact()
+        # Re-registered (its lease expired meanwhile): every state is queued again.
+        watcher = types.SimpleNamespace(states={"r1": RouterHAState.ACTIVE})
+        role._l3 = types.SimpleNamespace(watcher=watcher)  # type: ignore[assignment]
+        role.report_all_states()
+        # host2 took over (revision 9) while host1's report expired with its lease.
+        fresh = {"r1": {"host2": HaReport("active", 9)}}
+        assert role.settle_held(fresh) == ["r1"]
+        assert role.priority_offset("r1") == -DEMOTION
+        # The re-report is not sent: with a revision newer than 9 it would look like a
+        # takeover by host1, and host2 would yield to it.
+        reported: list[str] = []
+
+        async def report(router_id: str, host: str, state: str) -> bool:
+            reported.append(state)
+            return True
+
+        role.client = types.SimpleNamespace(report_ha_state=report)  # type: ignore[assignment]
+        loop = asyncio.create_task(role._report_loop())
+        try:
+            for _ in range(100):  # the loop takes what report_all_states queued
+                if not role._pending:
+                    break
+                await asyncio.sleep(0.01)
+            assert not role._pending
+            assert reported == []
+            # VRRP hears host2 (priority 200 against ours lowered): standby, reported.
+            role._on_ha_state("r1", RouterHAState.STANDBY)
+            for _ in range(100):
+                if reported:
+                    break
+                await asyncio.sleep(0.01)
+            assert reported == ["standby"]
+            assert role.priority_offset("r1") == 0
+        finally:
+            loop.cancel()
+        role._l3 = None
+
+
+async def test_a_held_master_alone_again_is_released(tmp_path: Path) -> None:
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = _master_here(tmp_path, mirror, client)
+        role._cut_off()
+        role._contact()
+        # An older active elsewhere (the master host1 took over from) is no takeover.
+        assert role.settle_held({"r1": {"host2": HaReport("active", 3)}}) == []
+        role._cut_off()
+        role._contact()
+        assert role.settle_held({"r1": {"host2": HaReport("active", 9)}}) == ["r1"]
+        # host2's report went (its lease expired): host1 is the master again.
+        assert role.settle_held({"r1": {"host2": HaReport("standby", 11)}}) == []
+        assert role._pending["r1"][0] is RouterHAState.ACTIVE
