@@ -20,6 +20,10 @@ port and 3 per remote port):
 - local port, port security off: 1 classify + 1 L2 lookup per MAC;
 - remote port on a tunnelled network: 1 L2 lookup per MAC; on a provider
   network: none (unknown unicast leaves through the provider patch).
+
+DHCP, DHCPv6 and router solicitations reach the agent through flows per
+network (with local ports), not per port: 1 for DHCPv4, 1 for RS when a subnet
+has an ipv6_ra_mode, 1 for DHCPv6 when a subnet has a DHCPv6 service.
 """
 
 from __future__ import annotations
