@@ -11,7 +11,8 @@ from typing import Protocol
 
 from aiohttp import web
 
-from kumonet.api.auth import Authenticator, Rejected
+from kumonet.api.auth import Authenticator, Rejected, policy_rule, write_refusal
+from kumonet.api.identity import Identity
 from kumonet.api.neutron.extensions import Extension, ExtensionsController
 from kumonet.api.neutron.resource import (
     IDENTITY_KEY,
@@ -20,9 +21,10 @@ from kumonet.api.neutron.resource import (
     base_url,
     json_response,
 )
-from kumonet.api.restconf import SELF_AUTHENTICATED_PREFIXES
+from kumonet.api.restconf import SELF_AUTHENTICATED_PREFIXES, BasicAuth
 from kumonet.cluster.availability import stale_reads_middleware, unavailable_answer
-from kumonet.model.errors import NeutronError
+from kumonet.cluster.http import OPERATOR_PREFIXES
+from kumonet.model.errors import NeutronError, NotAuthorized, NotFound, resource_not_found
 from kumonet.store.contract import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -95,20 +97,100 @@ def _unavailable(request: web.Request, error: StoreUnavailable) -> web.Response:
     return response
 
 
-def identity_middleware(authenticator: Authenticator) -> Callable[..., Awaitable[
-        web.StreamResponse]]:
+def identity_middleware(authenticator: Authenticator, resources: Sequence[ResourceLogic] = (),
+                        operator_auth: BasicAuth | None = None
+                        ) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """Who calls, and Neutron's request-level policy (scope, read-only
+    roles); attribute-level policy is the resource definitions'."""
+    policy = RequestPolicy(resources)
+
     @web.middleware
     async def identify(request: web.Request, handler: Handler) -> web.StreamResponse:
         # "/" is the versions document; OpenDaylight's faces check ODL's
         # basic auth themselves (kumonet.api.restconf.BasicAuth).
-        if request.path != "/" and not request.path.startswith(SELF_AUTHENTICATED_PREFIXES):
-            try:
-                request[IDENTITY_KEY] = await authenticator.identify(request)
-            except Rejected as rejected:
-                return rejected.response
+        if request.path == "/" or request.path.startswith(SELF_AUTHENTICATED_PREFIXES):
+            return await handler(request)
+        if request.path.startswith(OPERATOR_PREFIXES):
+            return await _operator(request, handler, authenticator, operator_auth)
+        try:
+            identity = await authenticator.identify(request)
+        except Rejected as rejected:
+            return rejected.response
+        request[IDENTITY_KEY] = identity
+        await policy.check(identity, request)
         return await handler(request)
 
     return identify
+
+
+async def _operator(request: web.Request, handler: Handler, authenticator: Authenticator,
+                    basic: BasicAuth | None) -> web.StreamResponse:
+    """The cluster status and Jolokia paths: operators' tools (the seed's
+    ``curl -u admin:admin``, telegraf's Jolokia input) send ODL's basic
+    credentials, the ``openstack`` side an admin token; either will do."""
+    header = request.headers.get("Authorization", "")
+    if basic is not None and header[:6].lower() == "basic ":
+        try:
+            basic.check(request)
+        except web.HTTPUnauthorized as refused:
+            answer = error_response(401, "HTTPUnauthorized", "Authentication required")
+            answer.headers.update(refused.headers)
+            return answer
+        return await handler(request)
+    try:
+        identity = await authenticator.identify(request)
+    except Rejected as rejected:
+        return rejected.response
+    if not identity.is_admin:
+        raise NotAuthorized("rule:get_cluster_status is disallowed by policy")
+    request[IDENTITY_KEY] = identity
+    return await handler(request)
+
+
+# Neutron answers these for any valid token: they are no project's resource.
+_UNSCOPED_PATHS = frozenset({"/v2.0/", "/v2.0/extensions", "/v2.0/extensions.json"})
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class RequestPolicy:
+    """What Neutron's policy engine decides before a resource's logic runs."""
+
+    def __init__(self, resources: Sequence[ResourceLogic]) -> None:
+        self._by_path = {r.definition.path: r for r in resources}
+
+    async def check(self, identity: Identity, request: web.Request) -> None:
+        path, method = request.path, request.method
+        if not identity.project_scoped and path.startswith("/v2.0/") \
+                and path not in _UNSCOPED_PATHS and not path.startswith("/v2.0/extensions/"):
+            # Neutron's defaults are scope_types=['project']: oslo.policy's
+            # InvalidScope is a 403 on writes; on reads its after-hook turns
+            # it into a 404.
+            if method in _WRITES:
+                raise NotAuthorized(f"rule:{policy_rule(method, path)} is disallowed by "
+                                    "policy")
+            raise NotFound("The resource could not be found.", type_name="HTTPNotFound")
+        refusal = write_refusal(identity, method, path)
+        if refusal is None:
+            return
+        if method in ("PUT", "PATCH", "DELETE"):
+            await self._require_visible(identity, path)
+        raise refusal
+
+    async def _require_visible(self, identity: Identity, path: str) -> None:
+        """Neutron looks a resource up before its policy: what the caller
+        cannot see (or what does not exist) is a 404, not a 403."""
+        parts = [p for p in path.split("/") if p]
+        if len(parts) < 2 or parts[0] != "v2.0":
+            return
+        logic = self._by_path.get(parts[1].removesuffix(".json"))
+        if logic is None:
+            return
+        member = logic.definition.member
+        if len(parts) == 2:
+            raise resource_not_found(member, "None")
+        found = await logic.repository.find(parts[2])
+        if found is None or not (await logic.visibility(identity))(found.resource):
+            raise resource_not_found(member, parts[2])
 
 
 # Neutron's resources document lists the core plugin's collections only
@@ -155,13 +237,17 @@ class ApiParts:
 
 
 def build_app(parts: ApiParts, *, authenticator: Authenticator,
-              max_body_size: int = 114688) -> web.Application:
-    """The whole API: each resource logic gets the generic routes."""
+              max_body_size: int = 114688,
+              operator_auth: BasicAuth | None = None) -> web.Application:
+    """The whole API: each resource logic gets the generic routes.
+    ``operator_auth``: the basic credentials the status paths take besides
+    an admin token (none: tokens, or noauth's headers, only)."""
     # Stale reads are marked inside the error handling: a GET that could be
     # served only stale carries the header, one that could not is a 503.
     app = web.Application(client_max_size=max_body_size,
                           middlewares=[neutron_errors, stale_reads_middleware,
-                                       identity_middleware(authenticator)])
+                                       identity_middleware(authenticator, parts.resources,
+                                                           operator_auth)])
     VersionsController(parts.resources).add_routes(app)
     ExtensionsController(parts.extensions).add_routes(app)
     for provider in parts.routes:

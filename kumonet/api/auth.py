@@ -11,6 +11,7 @@ import asyncio
 import importlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -47,38 +48,53 @@ class Authenticator(Protocol):
 
 class NoAuth:
     async def identify(self, request: web.Request) -> Identity:
-        return refuse_read_only_writes(identity_from_headers(request.headers), request)
+        return identity_from_headers(request.headers)
 
 
 # Neutron's default policy lets these roles write in their project; every
 # Keystone has the ``reader`` role too (bootstrap makes it), which may only read.
 _WRITER_ROLES = frozenset({"admin", "member"})
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# Neutron 2023.2+ gives the ``service`` role (``rule:service_api``) the port
+# writes Nova needs, and no other write.
+_SERVICE_COLLECTIONS = frozenset({"ports"})
 
 
-def refuse_read_only_writes(identity: Identity, request: web.Request) -> Identity:
-    """Neutron's default rules (``role:member and project_id:%(project_id)s``
-    or admin) refuse writes to a caller whose roles are only ``reader`` (or
-    others); callers stating no role at all keep noauth's old leniency."""
-    if request.method in _READ_METHODS or not identity.roles or identity.is_admin \
+def write_refusal(identity: Identity, method: str, path: str) -> NotAuthorized | None:
+    """The refusal Neutron's default rules (``role:member and
+    project_id:%(project_id)s`` or admin; ports also ``role:service``) give
+    a write by a caller whose roles are only ``reader`` (or others), or None.
+    Callers stating no role at all keep noauth's old leniency. The caller
+    answers 404 instead when a ``PUT``/``DELETE`` names a resource the
+    caller cannot see, as Neutron looks the resource up first."""
+    if method in _READ_METHODS or not identity.roles or identity.is_admin \
             or identity.roles & _WRITER_ROLES:
-        return identity
-    raise NotAuthorized(f"rule:{_policy_rule(request.method, request.path)} is "
-                        "disallowed by policy")
+        return None
+    if identity.is_service and _collection(path) in _SERVICE_COLLECTIONS:
+        return None
+    return NotAuthorized(f"rule:{policy_rule(method, path)} is disallowed by policy")
 
 
-def _policy_rule(method: str, path: str) -> str:
-    """Neutron's rule name for a write: create_network, update_port,
-    add_router_interface..."""
+def _collection(path: str) -> str:
+    parts = [p for p in path.split("/") if p]
+    if parts and parts[0] == "v2.0":
+        parts = parts[1:]
+    return parts[0].removesuffix(".json") if parts else ""
+
+
+def policy_rule(method: str, path: str) -> str:
+    """Neutron's rule name for a request: create_network, update_port,
+    add_router_interface, get_port..."""
     parts = [p for p in path.split("/") if p]
     if parts and parts[0] == "v2.0":
         parts = parts[1:]
     if len(parts) >= 3 and method == "PUT" and "_" in parts[2]:
         return parts[2]
-    collection = parts[0].replace("-", "_") if parts else "resource"
+    collection = parts[0].removesuffix(".json").replace("-", "_") if parts else "resource"
     member = collection[:-3] + "y" if collection.endswith("ies") else \
         collection[:-1] if collection.endswith("s") else collection
-    action = {"POST": "create", "PUT": "update", "PATCH": "update"}.get(method, "delete")
+    action = {"POST": "create", "PUT": "update", "PATCH": "update",
+              "DELETE": "delete"}.get(method, "get")
     return f"{action}_{member}"
 
 
@@ -176,10 +192,14 @@ class KeystoneAuth:
             "X-Project-Id": environ.get("HTTP_X_PROJECT_ID", ""),
             "X-User-Id": environ.get("HTTP_X_USER_ID", ""),
             "X-Roles": environ.get("HTTP_X_ROLES", "")})
-        if identity.project_id is None and "admin" not in identity.roles:
-            # A token without a project is not Neutron's noauth admin.
-            raise Unauthorized("Token without project scope")
-        return refuse_read_only_writes(identity, request)
+        if identity.project_id is None:
+            # A token without a project is not Neutron's noauth admin: it is
+            # system- or domain-scoped (or unscoped), which Neutron's
+            # project-scoped policies refuse (kumonet.api.app).
+            scope = "system" if environ.get("HTTP_OPENSTACK_SYSTEM_SCOPE") else \
+                "domain" if environ.get("HTTP_X_DOMAIN_ID") else "unscoped"
+            identity = replace(identity, scope=scope)
+        return identity
 
 
 # Hop-by-hop or recomputed by aiohttp: not copied from the WSGI answer.

@@ -30,6 +30,11 @@ class ServerConfig:
     keystone_authtoken: dict[str, str] = field(default_factory=dict)
     # The INI holding [keystone_authtoken]: keystonemiddleware reads it too.
     keystone_config_file: str | None = None
+    # ``[restconf] username/password``: OpenDaylight's northbound basic
+    # credentials (RESTCONF view, networking-odl, status paths), admin:admin
+    # by default as in ODL.
+    restconf_username: str = "admin"
+    restconf_password: str = "admin"
 
 
 def _list(value: str) -> tuple[str, ...]:
@@ -123,4 +128,6 @@ def load_config(path: str | Path | None) -> ServerConfig:
         max_request_body_size=int(body_size) if body_size else base.max_request_body_size,
         keystone_authtoken=keystone,
         keystone_config_file=str(path) if keystone and path is not None else None,
+        restconf_username=opt("restconf", "username") or base.restconf_username,
+        restconf_password=opt("restconf", "password") or base.restconf_password,
     )

@@ -122,10 +122,12 @@ def make_app(store: Store, config: ServerConfig, authenticator: Authenticator, *
     context = ApiContext(store=store, config=config)
     # Under keystone the ODL faces want ODL's credentials; under noauth
     # they take any caller, as the Neutron API does.
-    northbound_auth = BasicAuth(required=not isinstance(authenticator, NoAuth))
+    northbound_auth = BasicAuth(config.restconf_username, config.restconf_password,
+                                required=not isinstance(authenticator, NoAuth))
     return build_app(build_api(context, rescheduler, northbound_auth),
                      authenticator=authenticator,
-                     max_body_size=config.max_request_body_size)
+                     max_body_size=config.max_request_body_size,
+                     operator_auth=northbound_auth)
 
 
 def parse_listen(value: str) -> tuple[str, int]:

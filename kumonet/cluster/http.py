@@ -31,6 +31,9 @@ from kumonet.cluster.status import (
 from kumonet.store.contract import Store
 
 JOLOKIA_DOMAIN = "org.opendaylight.controller"
+# Operators' paths: the API takes ODL's basic credentials or an admin token
+# on them (kumonet.api.app), since curl and Jolokia clients carry no token.
+OPERATOR_PREFIXES = ("/v1/cluster/", "/jolokia/")
 _DATASTORES = {
     "DistributedConfigDatastore": "config",
     "DistributedOperationalDatastore": "operational",

@@ -4,8 +4,8 @@ address pairs folded in."""
 from __future__ import annotations
 
 from kumonet.model import converters as c
-from kumonet.model.common import admin_only, base_attributes
-from kumonet.model.resource import Attribute, Default, ResourceDefinition
+from kumonet.model.common import base_attributes
+from kumonet.model.resource import Access, Attribute, Default, ResourceDefinition
 
 # Ports the network owns: deleted with their network, not counted as "in use".
 AUTO_DELETE_DEVICE_OWNERS = frozenset({"network:dhcp", "network:distributed",
@@ -32,12 +32,16 @@ PORT = ResourceDefinition("ports", "port", (
     Attribute("allowed_address_pairs", c.list_of(address_pair), default=[],
               filterable=False, sortable=False),
     Attribute("binding:vnic_type", c.one_of(*VNIC_TYPES), default="normal"),
-    admin_only(Attribute("binding:host_id", c.string(255), default="")),
-    admin_only(Attribute("binding:profile", c.dict_body, default={}, filterable=False,
-                         sortable=False)),
-    admin_only(Attribute("binding:vif_type", c.string(64), filterable=True)),
-    admin_only(Attribute("binding:vif_details", c.dict_body, filterable=False,
-                         sortable=False)),
+    # Neutron 2023.2+ (ADMIN_OR_SERVICE): Nova's service user, with the
+    # ``service`` role and no admin, binds ports and reads how they were bound.
+    Attribute("binding:host_id", c.string(255), default="", read=Access.ADMIN_OR_SERVICE,
+              write=Access.ADMIN_OR_SERVICE),
+    Attribute("binding:profile", c.dict_body, default={}, filterable=False, sortable=False,
+              read=Access.ADMIN_OR_SERVICE, write=Access.ADMIN_OR_SERVICE),
+    Attribute("binding:vif_type", c.string(64), filterable=True,
+              read=Access.ADMIN_OR_SERVICE, write=Access.ADMIN),
+    Attribute("binding:vif_details", c.dict_body, filterable=False, sortable=False,
+              read=Access.ADMIN_OR_SERVICE, write=Access.ADMIN),
 ))
 
 VIF_TYPE_UNBOUND = "unbound"

@@ -25,11 +25,18 @@ class Access(enum.Enum):
     """Who may read or write an attribute (Neutron's default policy)."""
 
     EVERYONE = "everyone"
+    # Neutron's ``ADMIN_OR_SERVICE`` (2023.2+): also a caller with the
+    # ``service`` role (Nova setting and reading a port's binding).
+    ADMIN_OR_SERVICE = "admin_or_service"
     ADMIN = "admin"
     NOBODY = "nobody"
 
-    def allows(self, is_admin: bool) -> bool:
-        return self is Access.EVERYONE or (self is Access.ADMIN and is_admin)
+    def allows(self, is_admin: bool, is_service: bool = False) -> bool:
+        if self is Access.EVERYONE:
+            return True
+        if self is Access.ADMIN_OR_SERVICE:
+            return is_admin or is_service
+        return self is Access.ADMIN and is_admin
 
 
 class Default(enum.Enum):
@@ -108,12 +115,14 @@ class ResourceDefinition:
             reason = error.message[len(_OPERATION):].rstrip(".")
             raise BadRequest(f"Invalid input for {attr.name}. Reason: {reason}.") from None
 
-    def _check_write(self, attr: Attribute, action: str, is_admin: bool) -> None:
-        if not attr.write.allows(is_admin):
+    def _check_write(self, attr: Attribute, action: str, is_admin: bool,
+                     is_service: bool) -> None:
+        if not attr.write.allows(is_admin, is_service):
             raise NotAuthorized(
                 f"rule:{action}_{self.member}:{attr.name} is disallowed by policy")
 
-    def parse_create(self, body: Any, *, is_admin: bool) -> dict[str, Any]:
+    def parse_create(self, body: Any, *, is_admin: bool, is_service: bool = False
+                     ) -> dict[str, Any]:
         """The converted attributes of a create request, literal defaults
         filled in; computed ones are left out for the resource's logic."""
         inner = self._body_of(body)
@@ -122,7 +131,7 @@ class ResourceDefinition:
             if attr.name in inner:
                 if not attr.on_create:
                     raise BadRequest(f"Attribute '{attr.name}' not allowed in POST")
-                self._check_write(attr, "create", is_admin)
+                self._check_write(attr, "create", is_admin, is_service)
                 out[attr.name] = self._convert(attr, inner[attr.name])
             elif attr.is_required:
                 raise BadRequest(f"Failed to parse request. Required attribute '{attr.name}' "
@@ -131,20 +140,23 @@ class ResourceDefinition:
                 out[attr.name] = attr.default
         return out
 
-    def parse_update(self, body: Any, *, is_admin: bool) -> dict[str, Any]:
+    def parse_update(self, body: Any, *, is_admin: bool, is_service: bool = False
+                     ) -> dict[str, Any]:
         inner = self._body_of(body)
         out: dict[str, Any] = {}
         for name, value in inner.items():
             attr = self.by_name[name]
             if not attr.on_update:
                 raise BadRequest(f"Cannot update read-only attribute {name}")
-            self._check_write(attr, "update", is_admin)
+            self._check_write(attr, "update", is_admin, is_service)
             out[name] = self._convert(attr, value)
         return out
 
-    def view(self, resource: Mapping[str, Any], *, is_admin: bool) -> dict[str, Any]:
+    def view(self, resource: Mapping[str, Any], *, is_admin: bool, is_service: bool = False
+             ) -> dict[str, Any]:
         """What a caller may see of a stored resource."""
         if is_admin:
             return {k: v for k, v in resource.items() if k in self.by_name}
         return {k: v for k, v in resource.items()
-                if (a := self.by_name.get(k)) is not None and a.read.allows(False)}
+                if (a := self.by_name.get(k)) is not None
+                and a.read.allows(False, is_service)}

@@ -98,7 +98,8 @@ def check_network_owner_only(identity: Identity, network: Resource,
                              attrs: dict[str, Any]) -> None:
     """Neutron's policy: on someone else's (shared) network a member may not
     choose the MAC, the addresses, or claim a network-owned device owner."""
-    if identity.is_admin or network.get("tenant_id") == identity.project_id:
+    if identity.is_admin or identity.is_service \
+            or network.get("tenant_id") == identity.project_id:
         return
     refused = None
     if "mac_address" in attrs:
@@ -165,7 +166,8 @@ class Ports(ResourceBase):
         )
 
     async def visibility(self, identity: Identity) -> Visible:
-        if identity.is_admin:
+        # Neutron (2023.2+): the service role (Nova) sees every project's ports.
+        if identity.is_admin or identity.is_service:
             return lambda _r: True
         project = identity.project_id
         # Neutron's policy: a network's owner sees every port on it.
@@ -180,10 +182,23 @@ class Ports(ResourceBase):
         resolve_project(parsed, identity, "port")
         return await self.create(identity, parsed)
 
+    async def writable(self, identity: Identity, resource_id: str) -> Stored:
+        """Neutron's ``update_port``/``delete_port`` allow the service role on
+        any project's port (Nova binds and unbinds its instances' ports)."""
+        if identity.is_service and not identity.is_admin:
+            found = await self.repository.find(resource_id)
+            if found is None:
+                raise resource_not_found("port", resource_id)
+            return found
+        return await super().writable(identity, resource_id)
+
     async def _network_and_subnets(self, identity: Identity, network_id: str
                                    ) -> tuple[Stored, list[Stored]]:
         found = await self.networks.repository.find(network_id)
-        if found is None or not (await self.networks.visibility(identity))(found.resource):
+        # The service role reaches every project's networks for their ports
+        # (neutron-lib's queries do not filter its context by project).
+        if found is None or not (identity.is_service or
+                                 (await self.networks.visibility(identity))(found.resource)):
             raise resource_not_found("network", network_id)
         subnets = [s for sid in found.resource.get("subnets", [])
                    if (s := await self.subnets.repository.find(sid)) is not None]

@@ -141,7 +141,8 @@ class ResourceController:
         raise resource_not_found(self.definition.member, "None")
 
     def _view(self, resource: Resource, identity: Identity) -> Resource:
-        return self.definition.view(resource, is_admin=identity.is_admin)
+        return self.definition.view(resource, is_admin=identity.is_admin,
+                                    is_service=identity.is_service)
 
     async def _visible(self, identity: Identity, resource_id: str) -> Resource:
         found = await self.logic.repository.find(resource_id)
@@ -182,7 +183,8 @@ class ResourceController:
         member = self.definition.member
         if isinstance(body, dict) and f"{self.definition.collection}" in body and len(body) == 1:
             return await self._create_bulk(identity, body[self.definition.collection])
-        attrs = self.definition.parse_create(body, is_admin=identity.is_admin)
+        attrs = self.definition.parse_create(body, is_admin=identity.is_admin,
+                                             is_service=identity.is_service)
         resolve_project(attrs, identity, member)
         await self._refuse_taken_id(attrs)
         created = await self.logic.create(identity, attrs)
@@ -202,7 +204,8 @@ class ResourceController:
         parsed = []
         for item in items:
             attrs = self.definition.parse_create({self.definition.member: item},
-                                                 is_admin=identity.is_admin)
+                                                 is_admin=identity.is_admin,
+                                                 is_service=identity.is_service)
             resolve_project(attrs, identity, self.definition.member)
             await self._refuse_taken_id(attrs)
             parsed.append(attrs)
@@ -232,7 +235,8 @@ class ResourceController:
         identity = identity_of(request)
         resource_id = request.match_info["id"]
         body = await read_json(request)
-        changes = self.definition.parse_update(body, is_admin=identity.is_admin)
+        changes = self.definition.parse_update(body, is_admin=identity.is_admin,
+                                               is_service=identity.is_service)
         updated = await self.logic.update(identity, resource_id, changes,
                                           expected_revision(request))
         updated = (await self.logic.presented([updated]))[0]
@@ -295,6 +299,9 @@ def resolve_project(attrs: dict[str, Any], identity: Identity, member: str) -> N
     if owner is None:
         # noauth admin with no project: Neutron leaves it empty.
         owner = ""
-    if not identity.is_admin and owner != identity.project_id:
+    # neutron-lib lets admin and service callers name another project (Nova
+    # makes ports for its instances' projects); auth lets service callers
+    # write ports only.
+    if not (identity.is_admin or identity.is_service) and owner != identity.project_id:
         raise NotAuthorized(f"rule:create_{member} is disallowed by policy")
     attrs["tenant_id"] = attrs["project_id"] = owner
