@@ -7,7 +7,7 @@ packages=(
     python3 python3-venv python3-dev gcc
     openvswitch-switch openvswitch-common
     etcd-server etcd-client
-    keepalived haproxy frr
+    keepalived conntrackd haproxy frr
     isc-dhcp-client iproute2 ethtool nftables iptables
     iputils-ping netcat-openbsd tcpdump procps psmisc kmod
     memcached
@@ -26,7 +26,7 @@ fi
 
 # Debian's packages may start system-wide daemons; kumonet's lab starts its
 # own per-host instances in namespaces and never uses these.
-for svc in etcd keepalived haproxy frr memcached; do
+for svc in etcd keepalived conntrackd haproxy frr memcached; do
     if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
         systemctl stop "$svc" || true
         systemctl disable "$svc" >/dev/null 2>&1 || true

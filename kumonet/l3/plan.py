@@ -19,8 +19,10 @@ IP survives a failover to a router that never saw it. Project subnets are
 masqueraded (SNAT) to the gateway address, statefully, as in Neutron; a new
 master has no conntrack state for them, and survives them by dropping (not
 resetting) unknown mid-stream segments to the gateway address until the VM's
-side re-creates the entry (see ``nft_ruleset``); conntrackd would be the
-complete answer.
+side re-creates the entry (see ``nft_ruleset``) — which fails when the
+outside speaks first and the VM only answers. The complete answer is the
+router's conntrackd (`kumonet.l3.conntrackd`), on unless
+``L3Settings.conntrack_sync`` is off.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from kumonet.l3.conntrackd import ConntrackdFiles, conntrackd_conf
+from kumonet.l3.conntrackd import notify_script as conntrackd_notify_script
 from kumonet.l3.intent import DEFAULT_MTU, RouterIntent
 
 NAMESPACE_PREFIX = "qrouter-"
@@ -94,6 +98,9 @@ class L3Settings:
     state_path: Path
     namespace_prefix: str = ""
     vrrp: VrrpSettings = field(default_factory=VrrpSettings)
+    # conntrackd per HA router, so SNATed connections survive a failover
+    # (``[agent] ha_conntrack_sync``; see `kumonet.l3.conntrackd`).
+    conntrack_sync: bool = True
 
     def router_dir(self, router_id: str) -> Path:
         return self.state_path / "ha_confs" / router_id
@@ -174,6 +181,8 @@ class RouterPlan:
     nft_ruleset: str
     keepalived_conf: str | None
     keepalived_files: KeepalivedFiles | None
+    conntrackd_conf: str | None = None
+    conntrackd_script: str | None = None
 
     @property
     def is_ha(self) -> bool:
@@ -271,6 +280,17 @@ def plan_router(intent: RouterIntent, settings: L3Settings) -> RouterPlan:
     vip_network = ipaddress.ip_network(settings.vrrp.ha_vip_network)
     ha_vip = Address(f"{vip_network[ha.vrrp_id]}/{vip_network.prefixlen}", ha_name)
     virtual_addresses = tuple(sorted(addresses))
+    ct_files = ConntrackdFiles(files.directory)
+    ct_conf = ct_script = None
+    if settings.conntrack_sync:
+        ct_conf = conntrackd_conf(
+            files=ct_files,
+            ha_interface=ha_name,
+            ha_cidr=ha.interface.cidr,
+            vrrp_id=ha.vrrp_id,
+            vip_network=settings.vrrp.ha_vip_network,
+        )
+        ct_script = conntrackd_notify_script(ct_files)
     conf = keepalived_conf(
         router_id=intent.id,
         vrrp_id=ha.vrrp_id,
@@ -281,6 +301,7 @@ def plan_router(intent: RouterIntent, settings: L3Settings) -> RouterPlan:
         vrrp=settings.vrrp,
         notify_fifo=files.notify_fifo,
         priority_offset=files.priority_offset,
+        notify_script=ct_files.notify_script if settings.conntrack_sync else None,
     )
     return RouterPlan(
         router_id=intent.id,
@@ -294,6 +315,8 @@ def plan_router(intent: RouterIntent, settings: L3Settings) -> RouterPlan:
         nft_ruleset=ruleset,
         keepalived_conf=conf,
         keepalived_files=files,
+        conntrackd_conf=ct_conf,
+        conntrackd_script=ct_script,
     )
 
 
@@ -394,6 +417,7 @@ def keepalived_conf(
     vrrp: VrrpSettings,
     notify_fifo: Path,
     priority_offset: Path | None = None,
+    notify_script: Path | None = None,
 ) -> str:
     """keepalived.conf for one router (one VRRP instance named after the router).
 
@@ -404,12 +428,22 @@ def keepalived_conf(
     ``priority_offset`` names a ``track_file`` whose integer is added to the
     priority (weight 1; created holding 0 when missing): the agent's way to
     decide who keeps the master role when a partition heals.
+
+    ``notify_script`` (conntrackd's, see `kumonet.l3.conntrackd`) is run by
+    keepalived itself on each transition: the commit of synced connections on
+    takeover must not wait for the agent, which may be slow or down.
     """
     out = [
         "global_defs {",
         f"    router_id {router_id}",
         "    vrrp_version 3",
         f"    vrrp_notify_fifo {notify_fifo}",
+        # Scripts run as root and only from paths only root can write.
+        *(
+            ["    script_user root", "    enable_script_security"]
+            if notify_script is not None
+            else []
+        ),
         "}",
         "",
     ]
@@ -439,6 +473,12 @@ def keepalived_conf(
     ]
     if priority_offset is not None:
         out += ["    track_file {", f"        {TRACK_FILE}", "    }"]
+    if notify_script is not None:
+        out += [
+            f'    notify_master "{notify_script} primary"',
+            f'    notify_backup "{notify_script} backup"',
+            f'    notify_fault "{notify_script} fault"',
+        ]
     if excluded:
         out.append("    virtual_ipaddress_excluded {")
         out += [f"        {a.cidr} dev {a.device}" for a in excluded]

@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kumonet.l3.conntrackd import ConntrackdFiles, ConntrackdProcess
 from kumonet.l3.garp import announce
 from kumonet.l3.ha_state import HaStateCallback, HaStateWatcher, RouterHAState
 from kumonet.l3.intent import RouterIntent
@@ -149,6 +150,12 @@ class L3Host:
             namespace_name(router_id, self.settings.namespace_prefix),
         )
 
+    def conntrackd(self, router_id: str) -> ConntrackdProcess:
+        return ConntrackdProcess(
+            ConntrackdFiles(self.settings.router_dir(router_id)),
+            namespace_name(router_id, self.settings.namespace_prefix),
+        )
+
     def plan(self, intent: RouterIntent) -> RouterPlan:
         return plan_router(intent, self.settings)
 
@@ -219,6 +226,14 @@ class L3Host:
 
         # NAT: replaced atomically when the text differs from the one recorded.
         nft_replaced = await self._sync_nft(plan, ns)
+
+        # conntrackd before keepalived: keepalived's first transition runs its script.
+        if plan.conntrackd_conf is not None and plan.conntrackd_script is not None:
+            await self.conntrackd(plan.router_id).ensure(
+                plan.conntrackd_conf, plan.conntrackd_script
+            )
+        else:
+            await self.conntrackd(plan.router_id).stop()
 
         action: KeepalivedAction | None = None
         if keepalived is not None and plan.keepalived_conf is not None:
@@ -314,6 +329,7 @@ class L3Host:
 
     async def _remove(self, router_id: str) -> None:
         await self._stop_keepalived(router_id)
+        await self.conntrackd(router_id).stop()
         namespace = namespace_name(router_id, self.settings.namespace_prefix)
         await delete_namespace(namespace)
         for port_id in (await self.driver.router_ports()).get(router_id, []):

@@ -89,12 +89,15 @@ class TalkResult:
 
 
 class TcpTalk:
-    """One TCP connection sending a line every 50 ms for ``seconds``."""
+    """One TCP connection sending a line every 50 ms for ``seconds`` (``mode``
+    ``answer``: only echoing what a `TcpServer` in ``push`` mode sends)."""
 
-    def __init__(self, ns: str, address: str, port: int, seconds: float) -> None:
+    def __init__(
+        self, ns: str, address: str, port: int, seconds: float, mode: str = "talk"
+    ) -> None:
         self.seconds = seconds
         self._proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.l3.tcp_probe", "talk",
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.l3.tcp_probe", mode,
              address, str(port), str(seconds)],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -111,9 +114,11 @@ class TcpTalk:
 
 
 class TcpServer:
-    def __init__(self, ns: str, address: str, port: int) -> None:
+    """An echo server (``mode`` ``push``: one that speaks first, see tcp_probe)."""
+
+    def __init__(self, ns: str, address: str, port: int, mode: str = "serve") -> None:
         self._proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.l3.tcp_probe", "serve",
+            ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.l3.tcp_probe", mode,
              address, str(port)],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
