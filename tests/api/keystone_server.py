@@ -171,6 +171,8 @@ class KeystoneCloud:
     service: KeystoneUser
     tenants: tuple[KeystoneUser, ...]
     readers: tuple[KeystoneUser, ...]
+    # Nova's service user: role ``service`` (no admin) in the service project.
+    nova: KeystoneUser
 
     def authtoken_section(self) -> str:
         """The ``[keystone_authtoken]`` section as a Neutron server has it."""
@@ -211,6 +213,7 @@ def provision(keystone: KeystoneServer, network_url: str, tenants: int = 2) -> K
     made_tenants = tuple(user(f"tenant{i}", f"tenant{i}-secret", f"project{i}", "member")
                          for i in range(1, tenants + 1))
     readers = (user("auditor", "auditor-secret", "project1", "reader"),)
+    nova = user("nova", "nova-secret", "service", "service")
     service = identity.create_service(name="neutron", type="network")
     for interface in ("public", "internal", "admin"):
         identity.create_endpoint(service_id=service.id, interface=interface,
@@ -220,7 +223,7 @@ def provision(keystone: KeystoneServer, network_url: str, tenants: int = 2) -> K
         keystone=keystone, network_url=network_url,
         admin=KeystoneUser("admin", ADMIN_PASSWORD, "admin", admin_user.id, admin_project.id),
         service=service_user,
-        tenants=made_tenants, readers=readers)
+        tenants=made_tenants, readers=readers, nova=nova)
 
 
 def issue_token(keystone: KeystoneServer, user: KeystoneUser) -> str:
@@ -229,6 +232,20 @@ def issue_token(keystone: KeystoneServer, user: KeystoneUser) -> str:
         "identity": {"methods": ["password"], "password": {"user": {
             "name": user.name, "password": user.password, "domain": {"name": DOMAIN}}}},
         "scope": {"project": {"name": user.project_name, "domain": {"name": DOMAIN}}}}}
+    request = urllib.request.Request(keystone.auth_url + "/auth/tokens",
+                                     data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return str(response.headers["X-Subject-Token"])
+
+
+def issue_system_token(keystone: KeystoneServer, user: KeystoneUser) -> str:
+    """A system-scoped token (``scope: {"system": {"all": true}}``); bootstrap
+    gives the admin user its system role."""
+    body = {"auth": {
+        "identity": {"methods": ["password"], "password": {"user": {
+            "name": user.name, "password": user.password, "domain": {"name": DOMAIN}}}},
+        "scope": {"system": {"all": True}}}}
     request = urllib.request.Request(keystone.auth_url + "/auth/tokens",
                                      data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})

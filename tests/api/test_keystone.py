@@ -31,6 +31,7 @@ from tests.api.keystone_server import (
     Memcached,
     application_credential_token,
     free_port,
+    issue_system_token,
     issue_token,
     keystone_missing,
     provision,
@@ -297,7 +298,113 @@ def test_reader_reads_its_project_and_never_writes(cloud: KeystoneCloud) -> None
     assert body["NeutronError"]["message"] == "rule:create_network is disallowed by policy"
     status, _, body = call(cloud, "DELETE", f"/v2.0/networks/{net.id}", token)
     assert status == 403, body
+    # Neutron looks the resource up before its policy: what the reader
+    # cannot see, or what does not exist, is a 404
+    other = connect(cloud, cloud.tenants[1]).network.create_network(name="ks-read-other")
+    for method, path in [("PUT", f"/v2.0/networks/{other.id}"),
+                         ("DELETE", f"/v2.0/networks/{other.id}"),
+                         ("PUT", "/v2.0/networks/3f1b2b8e-2c4e-4a8e-9d7c-0d5b8e1c2a44"),
+                         ("DELETE", "/v2.0/networks/3f1b2b8e-2c4e-4a8e-9d7c-0d5b8e1c2a44")]:
+        status, _, body = call(cloud, method, path, token,
+                               {"network": {"name": "x"}} if method == "PUT" else None)
+        assert status == 404, (method, path, body)
+        assert body["NeutronError"]["type"] == "NetworkNotFound"
+    status, _, body = call(cloud, "PUT", f"/v2.0/networks/{net.id}", token,
+                           {"network": {"name": "x"}})
+    assert status == 403, body
+    connect(cloud, cloud.tenants[1]).network.delete_network(other)
     connect(cloud, tenant).network.delete_network(net)
+
+
+def test_nova_service_user_binds_a_tenants_port(cloud: KeystoneCloud) -> None:
+    """Neutron 2023.2+: Nova's user with only the ``service`` role (no admin,
+    in the service project) binds a tenant's ports and reads the binding,
+    as Nova does on a boot; a member still may not."""
+    tenant = cloud.tenants[0]
+    conn = connect(cloud, tenant)
+    nova = connect(cloud, cloud.nova)
+    net = conn.network.create_network(name="ks-nova-net")
+    subnet = conn.network.create_subnet(network_id=net.id, cidr="10.78.0.0/24",
+                                        ip_version=4, name="ks-nova-sub")
+    # Nova makes the port with the user's token, then binds it with its own
+    port = conn.network.create_port(network_id=net.id, name="ks-nova-port")
+    bound = nova.network.update_port(port, binding_host_id="compute1",
+                                     binding_profile={}, device_id="vm-1",
+                                     device_owner="compute:nova")
+    assert bound.binding_host_id == "compute1" and bound.project_id == tenant.project_id
+    shown = nova.network.get_port(port.id)
+    assert shown.binding_vif_type is not None and shown.device_id == "vm-1"
+    assert [p.id for p in nova.network.ports(device_id="vm-1")] == [port.id]
+    # ... or creates it bound, for the tenant's project
+    token = issue_token(cloud.keystone, cloud.nova)
+    status, _, body = call(cloud, "POST", "/v2.0/ports", token, {"port": {
+        "network_id": net.id, "project_id": tenant.project_id,
+        "binding:host_id": "compute2", "device_id": "vm-2", "device_owner": "compute:nova"}})
+    assert status == 201, body
+    assert body["port"]["tenant_id"] == tenant.project_id
+    assert body["port"]["binding:host_id"] == "compute2" and "binding:vif_type" in body["port"]
+    second = body["port"]["id"]
+    # the member may not bind, and does not see the binding
+    member_token = issue_token(cloud.keystone, tenant)
+    status, _, body = call(cloud, "PUT", f"/v2.0/ports/{port.id}", member_token,
+                           {"port": {"binding:host_id": "compute9"}})
+    assert status == 403, body
+    status, _, body = call(cloud, "GET", f"/v2.0/ports/{port.id}", member_token)
+    assert status == 200 and "binding:vif_type" not in body["port"]
+    # the service role writes ports only
+    status, _, body = call(cloud, "POST", "/v2.0/networks", token,
+                           {"network": {"name": "ks-nova-own"}})
+    assert status == 403, body
+    nova.network.delete_port(second)
+    nova.network.update_port(port, binding_host_id="", device_id="", device_owner="")
+    conn.network.delete_port(port)
+    conn.network.delete_subnet(subnet)
+    conn.network.delete_network(net)
+
+
+def test_system_scoped_tokens_are_refused_on_project_resources(cloud: KeystoneCloud) -> None:
+    """Neutron's policies are project-scoped: a system-scoped admin token
+    gets 403 on writes and 404 on reads (oslo.policy's InvalidScope)."""
+    system = issue_system_token(cloud.keystone, cloud.admin)
+    net = connect(cloud, cloud.tenants[0]).network.create_network(name="ks-system")
+    status, _, body = call(cloud, "POST", "/v2.0/networks", system,
+                           {"network": {"name": "ks-system-made"}})
+    assert status == 403, body
+    assert body["NeutronError"]["message"] == "rule:create_network is disallowed by policy"
+    status, _, body = call(cloud, "DELETE", f"/v2.0/networks/{net.id}", system)
+    assert status == 403, body
+    status, _, body = call(cloud, "GET", f"/v2.0/networks/{net.id}", system)
+    assert status == 404, body
+    # an operator's path takes it
+    status, _, body = call(cloud, "GET", "/v1/cluster/status", system)
+    assert status == 200 and body["shards"], body
+    connect(cloud, cloud.tenants[0]).network.delete_network(net)
+
+
+JOLOKIA = ("/jolokia/read/org.opendaylight.controller:Category=Shards,"
+           "name=member-1-shard-inventory-config,type=DistributedConfigDatastore")
+
+
+@pytest.mark.parametrize("path", ["/v1/cluster/status", JOLOKIA])
+def test_operator_paths_take_odl_credentials_or_an_admin_token(
+        cloud: KeystoneCloud, path: str) -> None:
+    # the seed's curl, as an operator types it
+    out = subprocess.run(["curl", "-s", "-u", "admin:admin", cloud.network_url + path],
+                         capture_output=True, text=True, timeout=60, check=True)
+    answer = json.loads(out.stdout)
+    if path == JOLOKIA:
+        assert answer["status"] == 200 and answer["value"]["RaftState"] == "Leader", answer
+    else:
+        assert answer["shards"], answer
+    status, _, _ = call(cloud, "GET", path, issue_token(cloud.keystone, cloud.admin))
+    assert status == 200
+    status, headers, _ = call(cloud, "GET", path)
+    assert status == 401 and headers["WWW-Authenticate"].startswith("Keystone")
+    status, _, _ = call(cloud, "GET", path,
+                        headers={"Authorization": "Basic YWRtaW46d3Jvbmc="})  # admin:wrong
+    assert status == 401
+    status, _, body = call(cloud, "GET", path, issue_token(cloud.keystone, cloud.tenants[0]))
+    assert status == 403, body
 
 
 def test_openstack_cli_through_the_catalog(cloud: KeystoneCloud) -> None:
