@@ -72,3 +72,24 @@ def test_refusals_worded_as_neutron(body: object, type_name: str, message: str) 
     with pytest.raises(BadRequest) as info:
         THING.parse_create(body, is_admin=True)
     assert (info.value.type_name, info.value.message) == (type_name, message)
+
+
+def test_admin_or_service_access() -> None:
+    """Neutron 2023.2+'s ADMIN_OR_SERVICE: the ``service`` role (Nova) reads
+    and writes such an attribute; a member neither."""
+    bound = ResourceDefinition("things", "thing", (
+        Attribute("size", c.to_int, default=0),
+        Attribute("host", c.string(10), default="", read=Access.ADMIN_OR_SERVICE,
+                  write=Access.ADMIN_OR_SERVICE),
+        Attribute("secret", c.string(10), default="", read=Access.ADMIN, write=Access.ADMIN),
+    ))
+    assert bound.parse_update({"thing": {"host": "h"}}, is_admin=False, is_service=True) == \
+        {"host": "h"}
+    with pytest.raises(NotAuthorized, match="rule:update_thing:host"):
+        bound.parse_update({"thing": {"host": "h"}}, is_admin=False)
+    with pytest.raises(NotAuthorized, match="rule:create_thing:secret"):
+        bound.parse_create({"thing": {"secret": "s"}}, is_admin=False, is_service=True)
+    stored = {"size": 1, "host": "h", "secret": "s"}
+    assert bound.view(stored, is_admin=False, is_service=True) == {"size": 1, "host": "h"}
+    assert bound.view(stored, is_admin=False) == {"size": 1}
+    assert bound.view(stored, is_admin=True) == stored
