@@ -117,8 +117,8 @@ def identity_middleware(authenticator: Authenticator, resources: Sequence[Resour
         except Rejected as rejected:
             return rejected.response
         request[IDENTITY_KEY] = identity
-        await policy.check(identity, request)
-        return await handler(request)
+        answer = await policy.check(identity, request)
+        return answer if answer is not None else await handler(request)
 
     return identify
 
@@ -158,23 +158,37 @@ class RequestPolicy:
     def __init__(self, resources: Sequence[ResourceLogic]) -> None:
         self._by_path = {r.definition.path: r for r in resources}
 
-    async def check(self, identity: Identity, request: web.Request) -> None:
+    async def check(self, identity: Identity, request: web.Request) -> web.Response | None:
+        """Raises Neutron's refusal, or returns the whole answer (an empty
+        list), or None to let the request through."""
         path, method = request.path, request.method
         if not identity.project_scoped and path.startswith("/v2.0/") \
                 and path not in _UNSCOPED_PATHS and not path.startswith("/v2.0/extensions/"):
-            # Neutron's defaults are scope_types=['project']: oslo.policy's
-            # InvalidScope is a 403 on writes; on reads its after-hook turns
-            # it into a 404.
-            if method in _WRITES:
-                raise NotAuthorized(f"rule:{policy_rule(method, path)} is disallowed by "
-                                    "policy")
-            raise NotFound("The resource could not be found.", type_name="HTTPNotFound")
+            return self._out_of_scope(identity, method, path)
         refusal = write_refusal(identity, method, path)
         if refusal is None:
-            return
+            return None
         if method in ("PUT", "PATCH", "DELETE"):
             await self._require_visible(identity, path)
         raise refusal
+
+    def _out_of_scope(self, identity: Identity, method: str, path: str) -> web.Response:
+        """What Neutron answers a token not scoped to a project (its
+        defaults are ``scope_types=['project']``; oslo.policy's InvalidScope):
+        a create or member action is 403 ``InvalidScope``; a PUT/DELETE is a
+        404 (the show check fails too, so the resource "does not exist");
+        one resource read is a 404, a list is empty (every item filtered)."""
+        parts = [p for p in path.split("/") if p]
+        logic = self._by_path.get(parts[1].removesuffix(".json")) if len(parts) > 1 else None
+        rule = policy_rule(method, path)
+        if method == "POST" or (method == "PUT" and len(parts) > 3):
+            if identity.scope == "unscoped":
+                raise NotAuthorized(f"rule:{rule} is disallowed by policy")
+            raise NotAuthorized(f"rule:{rule} requires a scope of ['project'], request was "
+                                f"made with {identity.scope} scope.", type_name="InvalidScope")
+        if method == "GET" and len(parts) == 2 and logic is not None:
+            return json_response({logic.definition.collection: []})
+        raise NotFound("The resource could not be found.", type_name="HTTPNotFound")
 
     async def _require_visible(self, identity: Identity, path: str) -> None:
         """Neutron looks a resource up before its policy: what the caller

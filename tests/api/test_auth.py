@@ -315,27 +315,39 @@ async def test_service_role_binds_other_projects_ports(api: Api) -> None:
 
 async def test_system_scoped_tokens_are_refused_on_project_resources(
         keystone_api: Api) -> None:
-    """Neutron's policies are project-scoped: oslo.policy's InvalidScope
-    answers 403 on writes and 404 on reads, even for a system admin."""
+    """Neutron's policies are project-scoped (oslo.policy's InvalidScope),
+    even for a system admin: a create is 403 InvalidScope, a PUT/DELETE or a
+    read of one resource 404, a list empty."""
     api = keystone_api
     system = {"X-Auth-Token": "tok-system-admin"}
     status, body = await api.call("POST", "/v2.0/networks", {"network": {"name": "n"}},
                                   headers=system)
     assert status == 403, body
-    assert body["NeutronError"]["message"] == "rule:create_network is disallowed by policy"
+    assert body["NeutronError"] == {
+        "type": "InvalidScope", "detail": "",
+        "message": "rule:create_network requires a scope of ['project'], request was made "
+                   "with system scope."}
     status, body = await api.call("POST", "/v2.0/networks", {"network": {"name": "n"}},
                                   headers={"X-Auth-Token": "tok-member"})
     assert status == 201
     net = body["network"]
-    for method, path, expected in [("GET", "/v2.0/networks", 404),
-                                   ("GET", f"/v2.0/networks/{net['id']}", 404),
-                                   ("PUT", f"/v2.0/networks/{net['id']}", 403),
-                                   ("DELETE", f"/v2.0/networks/{net['id']}", 403),
-                                   ("GET", "/v2.0/extensions", 200),
-                                   ("GET", "/v1/cluster/status", 200)]:
+    status, body = await api.call("POST", "/v2.0/routers", {"router": {"name": "r"}},
+                                  headers={"X-Auth-Token": "tok-member"})
+    assert status == 201
+    router = body["router"]
+    for method, path, expected in [
+            ("GET", "/v2.0/networks", 200),
+            ("GET", f"/v2.0/networks/{net['id']}", 404),
+            ("PUT", f"/v2.0/networks/{net['id']}", 404),
+            ("DELETE", f"/v2.0/networks/{net['id']}", 404),
+            ("PUT", f"/v2.0/routers/{router['id']}/add_router_interface", 403),
+            ("GET", "/v2.0/extensions", 200),
+            ("GET", "/v1/cluster/status", 200)]:
         status, body = await api.call(method, path, {"network": {"name": "x"}}
                                       if method == "PUT" else None, headers=system)
         assert status == expected, (method, path, body)
+    status, body = await api.call("GET", "/v2.0/networks", headers=system)
+    assert body == {"networks": []}
     status, body = await api.call("GET", f"/v2.0/networks/{net['id']}",
                                   headers={"X-Auth-Token": "tok-admin"})
     assert status == 200 and body["network"]["name"] == "n"
