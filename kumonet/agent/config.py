@@ -9,7 +9,9 @@ settings live in ``[kumonet]`` (``direct_arp_requests``, default true).
 L3 hosts (Neutron's network nodes): ``[agent] l3_agent = true`` (kumonet's
 name: one agent process plays every role of the host), ``[agent] agent_mode``
 (``legacy`` only: no DVR), ``[agent] ha_vrrp_advert_int`` (seconds, Neutron's
-option, default 0.1: see ``kumonet.l3.plan.VrrpSettings``) and
+option, default 0.1: see ``kumonet.l3.plan.VrrpSettings``),
+``[agent] ha_conntrack_sync`` (default true: a conntrackd per HA router, so
+SNATed connections survive a failover; see ``kumonet.l3.conntrackd``) and
 ``[kumonet] router_namespace_prefix`` (empty on a real host; the lab gives
 each simulated host its own so they can share ``/run/netns``) and
 ``[kumonet] vswitchd_unixctl`` (``ovs-appctl -t`` target, default
@@ -75,6 +77,7 @@ class AgentConfig:
     agent_mode: str = "legacy"
     router_namespace_prefix: str = ""
     ha_vrrp_advert_int: float = DEFAULT_VRRP_ADVERT_INT
+    ha_conntrack_sync: bool = True
     # ``ovs-appctl -t`` target of ovs-vswitchd (a name found in OVS_RUNDIR, or
     # the control socket's path): the L3 role flushes provider bridges' MAC
     # tables after a failover to here.
@@ -150,6 +153,9 @@ class AgentConfig:
             raise ConfigError(f"[agent] ha_vrrp_advert_int: {error}") from error
         if not 0.01 <= advert_int <= 40.95:
             raise ConfigError("[agent] ha_vrrp_advert_int must be 0.01..40.95 seconds")
+        conntrack_sync = (get("agent", "ha_conntrack_sync", "true") or "").strip().lower()
+        if conntrack_sync not in flags:
+            raise ConfigError(f"[agent] ha_conntrack_sync: {conntrack_sync!r} (true or false)")
         return cls(
             host=get("DEFAULT", "host") or socket.gethostname(),
             server_urls=tuple(url.rstrip("/") for url in server_urls),
@@ -171,6 +177,7 @@ class AgentConfig:
             agent_mode=agent_mode,
             router_namespace_prefix=(get("kumonet", "router_namespace_prefix", "") or "").strip(),
             ha_vrrp_advert_int=advert_int,
+            ha_conntrack_sync=conntrack_sync in ("true", "1", "yes"),
             vswitchd_unixctl=(get("kumonet", "vswitchd_unixctl", "") or "").strip()
             or "ovs-vswitchd",
         )

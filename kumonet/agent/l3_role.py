@@ -119,6 +119,7 @@ class L3Role:
             state_path=config.l3_state_path,
             namespace_prefix=config.router_namespace_prefix,
             vrrp=VrrpSettings(advert_int=config.ha_vrrp_advert_int, priority=VRRP_PRIORITY),
+            conntrack_sync=config.ha_conntrack_sync,
         )
         self.driver = OvsVethDriver(ovsdb=config.ovsdb_connection, bridge=config.integration_bridge)
         self._dirty = asyncio.Event()

@@ -437,13 +437,15 @@ def keepalived_conf(
         "global_defs {",
         f"    router_id {router_id}",
         "    vrrp_version 3",
+        # Scripts run as root and only from paths only root can write. Always, and
+        # before the FIFO: keepalived 2.2 gives the FIFO the script user known when
+        # it parses the FIFO's line; on a reload that finds none (no keepalived_script
+        # user on the host) it silently stops writing the FIFO, and transitions go
+        # unreported. Measured: a reload between configurations with and without
+        # notify scripts (``ha_conntrack_sync`` toggled) broke it the same way.
+        "    script_user root",
+        "    enable_script_security",
         f"    vrrp_notify_fifo {notify_fifo}",
-        # Scripts run as root and only from paths only root can write.
-        *(
-            ["    script_user root", "    enable_script_security"]
-            if notify_script is not None
-            else []
-        ),
         "}",
         "",
     ]

@@ -27,12 +27,14 @@ from pathlib import Path
 
 import pytest
 
+from kumonet.l3.conntrackd import ConntrackdFiles, ConntrackdProcess
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.lab.command import run
 from kumonet.lab.outage import PingReport, longest_gap
 from kumonet.lab.process import netns_list
 from kumonet.lab.state import VmRecord
 from tests.cloud import Cloud, Network, Tenant, UdpSink, eventually, fixed_ip, send_udp
+from tests.l3.failover import TcpServer, TcpTalk
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 
@@ -230,6 +232,97 @@ async def test_failover(l3_cloud: Cloud, seed: Seed, how: str) -> None:
     await asyncio.sleep(2 * l3_cloud.report_interval)
     assert await exactly_one_active(l3_cloud, seed.router_id) == backup, "flapped after recovery"
     assert await l3_cloud.lab.external_ping(seed.fip)
+
+
+def conntrackd_of(cloud: Cloud, host: str, router_id: str) -> ConntrackdProcess:
+    record = cloud.lab.host(host)
+    files = ConntrackdFiles(Path(record.dir) / "agent" / "ha_confs" / router_id)
+    return ConntrackdProcess(files, cloud.lab.router_netns(host, router_id))
+
+
+async def restart_agent(cloud: Cloud, host: str, *, sync: bool) -> None:
+    """Restart ``host``'s agent with ``[agent] ha_conntrack_sync = sync``."""
+    ini = Path(cloud.lab.host(host).dir) / "agent.ini"
+    lines = [line for line in ini.read_text().splitlines() if "ha_conntrack_sync" not in line]
+    lines.insert(lines.index("[agent]") + 1, f"ha_conntrack_sync = {str(sync).lower()}")
+    ini.write_text("\n".join(lines) + "\n")
+    log = Path(cloud.lab.host(host).dir) / "agent.log"
+    await cloud.stop_agent(host)
+    mark = log.stat().st_size
+    await cloud.start_agent(host)
+
+    async def reconciled() -> bool:
+        return "routers reconciled" in log.read_text()[mark:]
+
+    await eventually(reconciled, f"{host}'s restarted agent reconciled its routers")
+
+
+SNAT_CASES = [("agent", True), ("link", True), ("link", False)]
+
+
+@pytest.mark.parametrize(
+    ("how", "sync"), SNAT_CASES, ids=[f"{h}-{'synced' if s else 'unsynced'}" for h, s in SNAT_CASES]
+)
+async def test_snat_connection_survives_failover_with_conntrack_sync(
+    l3_cloud: Cloud, seed: Seed, how: str, sync: bool
+) -> None:
+    """A VM without a floating IP holds a TCP connection to the upstream through
+    SNAT; the upstream speaks first after the failover (the VM only answers), so
+    the new master must know the connection's translation: with conntrackd it
+    does and the same connection carries on; without (``ha_conntrack_sync =
+    false``), the upstream's segments are dropped and the connection stalls."""
+    lab = l3_cloud.lab
+    master = await exactly_one_active(l3_cloud, seed.router_id)
+    assert master is not None
+    (backup,) = await hosting(l3_cloud, seed.router_id) - {master}
+    hosts = {master, backup}
+    if not sync:
+        for host in sorted(hosts):
+            await restart_agent(l3_cloud, host, sync=False)
+    plain = await seed.tenant.boot(COMPUTE, seed.net, static=True)
+    try:
+        for host in hosts:
+            assert conntrackd_of(l3_cloud, host, seed.router_id).running is sync
+        await route_to_gateway(l3_cloud, plain.name, seed.net.gateway)
+        assert await lab.ping(plain.name, "203.0.113.1")
+        port = 7100 + SNAT_CASES.index((how, sync))
+        server = TcpServer(lab.layout.external_netns, "203.0.113.1", port, mode="push")
+        try:
+            answer = TcpTalk(plain.netns, "203.0.113.1", port, seconds=8, mode="answer")
+            await asyncio.sleep(2)  # established, and synced to the standby
+            failure = await lab.fail_host(master, how)
+            try:
+
+                async def flipped() -> bool:
+                    return (await l3_cloud.l3_agents_of(seed.router_id)).get(backup) == "active"
+
+                await eventually(flipped, f"{backup} active in the API after {how} failure")
+                result = await asyncio.to_thread(answer.result)
+            finally:
+                await lab.recover_host(master)
+        finally:
+            server.stop()
+        print(f"\nSNAT {how} failure, sync={sync}: {result} (failed at {failure.at:.3f})")
+        if sync:
+            # One connection, lines both ways all along: ~20 per second for 8 s.
+            assert result.error is None, result
+            assert result.echoed > 100, result
+        else:
+            assert result.error is not None, result
+
+        async def settled() -> bool:
+            if lab.router_states(seed.router_id).get(master) is not RouterHAState.STANDBY:
+                return False
+            return await exactly_one_active(l3_cloud, seed.router_id) == backup
+
+        await eventually(settled, f"{master} back as standby", time_limit=30)
+    finally:
+        await seed.tenant.unplug(plain.name)
+        if not sync:
+            for host in sorted(hosts):
+                await restart_agent(l3_cloud, host, sync=True)
+            for host in hosts:
+                assert conntrackd_of(l3_cloud, host, seed.router_id).running
 
 
 def outage_after(report: PingReport, at: float) -> float:

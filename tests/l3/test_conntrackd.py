@@ -64,6 +64,9 @@ def test_plan_has_conntrackd_only_when_enabled(tmp_path: Path) -> None:
     on = plan_router(intent, L3Settings(state_path=tmp_path))
     assert on.conntrackd_conf is not None and on.keepalived_conf is not None
     assert "notify_master" in on.keepalived_conf and "primary" in on.keepalived_conf
+    # The script user is set before the notify FIFO (see keepalived_conf).
+    conf = on.keepalived_conf
+    assert conf.index("script_user root") < conf.index("vrrp_notify_fifo")
     off = plan_router(intent, L3Settings(state_path=tmp_path, conntrack_sync=False))
     assert off.conntrackd_conf is None and off.keepalived_conf is not None
     assert "notify_master" not in off.keepalived_conf
