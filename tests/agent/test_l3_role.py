@@ -13,7 +13,7 @@ from kumonet.agent.mirror import HaReport, IntentMirror
 from kumonet.agent.server_client import ServerClient
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.l3.keepalived import read_priority_offset
-from kumonet.l3.plan import KeepalivedFiles
+from kumonet.l3.plan import KeepalivedFiles, plan_router
 
 ROUTER = "/config/neutron/routers/r1"
 
@@ -79,6 +79,30 @@ async def test_builds_the_routers_placed_here(tmp_path: Path) -> None:
         # Placed elsewhere only: nothing here.
         mirror.apply_config([("/config/neutron/l3_placements/r1/host1", None)])
         assert role.wanted() == {}
+
+
+async def test_conntrack_sync_follows_the_agent_option(tmp_path: Path) -> None:
+    """``[agent] ha_conntrack_sync``: on by default; off, the planned HA router has
+    no conntrackd and keepalived runs no notify script."""
+    ini = tmp_path / "agent.ini"
+    base = (
+        "[DEFAULT]\nhost = host1\n[kumonet]\nserver_urls = http://127.0.0.1:1\n"
+        f"ovs_rundir = {tmp_path}\n[ovs]\novsdb_connection = unix:/x\nlocal_ip = 192.0.2.1\n"
+        "[agent]\nl3_agent = true\n"
+    )
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        for extra, synced in (("", True), ("ha_conntrack_sync = false\n", False)):
+            ini.write_text(base + extra)
+            loaded = dataclasses.replace(AgentConfig.from_file(ini), state_path=tmp_path)
+            assert loaded.ha_conntrack_sync is synced
+            role = L3Role(loaded, client, mirror)
+            (intent,) = role.wanted().values()
+            plan = plan_router(intent, role.settings)
+            assert (plan.conntrackd_conf is not None) is synced
+            assert plan.keepalived_conf is not None
+            assert ("notify_master" in plan.keepalived_conf) is synced
 
 
 async def test_an_ha_router_without_its_port_here_waits(tmp_path: Path) -> None:
