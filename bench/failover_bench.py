@@ -18,7 +18,12 @@ floating IP. Then:
   TCP connection to the VM through it; the master fails; the outage is the
   longest time without a reply, less one interval (``kumonet.lab.outage``);
   the failed host is recovered and must settle as standby before the next
-  run;
+  run. In each run a second VM, without a floating IP, also holds a TCP
+  connection to the upstream through SNAT in which the upstream speaks first
+  (``tests/l3/tcp_probe.py`` push/answer): it survives only if the new master
+  knows the connection's translation (conntrackd, ``[agent]
+  ha_conntrack_sync``); reported as connections survived and their longest
+  gap;
 - partition heal (kind ``heal``): the master is cut from its peers and the
   servers (``link`` with the management network) for ``--heal-hold``
   seconds, the other host takes over, then the partition heals. Measured on
@@ -29,6 +34,7 @@ floating IP. Then:
     .venv/bin/python bench/failover_bench.py [--runs 10] [--kinds agent,link,host,heal]
 
 Targets (issue 6): outage <= 1 s max and <= 0.5 s median for agent and link;
+every SNAT connection survives (Neutron L3 HA without conntrackd: they break);
 floating IP associate to traffic <= 300 ms; on a partition heal 0 transitions
 of the new master and 0 lost pings. Anchors: Neutron L3 HA ~6.8 s, OVN with
 BFD ~3 s.
@@ -52,12 +58,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.lab.outage import Pinger, PingReport, longest_gap
 from tests.cloud import Cloud, Network, Tenant, eventually, running_cloud
+from tests.l3.failover import TcpServer, TcpTalk
 
 SSH = 22
 FAST = 0.01  # s between pings when timing a change to traffic
 TARGET_MAX = 1.0
 TARGET_MEDIAN = 0.5
 TARGET_ASSOCIATE = 0.3
+SNAT_PORT = 7200
+SNAT_SECONDS = 8.0  # the SNAT connection's life: spans the failure and the recovery
+LINE_INTERVAL = 0.05  # the push server's spacing between lines
 
 
 STAGES = (
@@ -109,6 +119,10 @@ class Figures:
     outages: dict[str, list[float]] = field(default_factory=dict)
     tcp_outages: dict[str, list[float]] = field(default_factory=dict)
     broken: dict[str, int] = field(default_factory=dict)
+    # SNAT connections (upstream speaks first): longest gap of each survivor, and
+    # how many broke.
+    snat_gaps: dict[str, list[float]] = field(default_factory=dict)
+    snat_broken: dict[str, int] = field(default_factory=dict)
     stages: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     bringups: list[float] = field(default_factory=list)
     associates: list[float] = field(default_factory=list)
@@ -198,6 +212,7 @@ async def failovers(
     router_id: str,
     fip: str,
     vm: str,
+    snat_vm: str,
     kind: str,
     runs: int,
     figures: Figures,
@@ -209,6 +224,8 @@ async def failovers(
         master = await one_active(cloud, router_id)
         assert master is not None
         (backup,) = set(cloud.l3_hosts) - {master}
+        snat_server = TcpServer(lab.layout.external_netns, "203.0.113.1", SNAT_PORT, "push")
+        snat = TcpTalk(lab.vm(snat_vm).netns, "203.0.113.1", SNAT_PORT, SNAT_SECONDS, "answer")
         async with (
             lab.external_pinger(fip) as pinger,
             lab.echo_server(vm, port=SSH),
@@ -230,6 +247,14 @@ async def failovers(
             if heal:
                 await asyncio.sleep(2 * cloud.report_interval)
         report, tcp = pinger.report, stream.report
+        snat_result = await asyncio.to_thread(snat.result)
+        snat_server.stop()
+        snat_gap = max(0.0, snat_result.max_gap_ms / 1000 - LINE_INTERVAL)
+        if snat_result.error is None:
+            figures.snat_gaps.setdefault(kind, []).append(snat_gap)
+        figures.snat_broken[kind] = figures.snat_broken.get(kind, 0) + int(
+            snat_result.error is not None
+        )
         if heal:
             gap = longest_gap([r.at for r in report.replies], healed, report.stopped)
             figures.heals.append(
@@ -258,7 +283,12 @@ async def failovers(
         print(
             f"  {kind} #{run + 1} {master}->{backup}: ping outage {report.outage * 1000:.0f} ms"
             f" ({report.lost} lost), TCP {tcp.outage * 1000:.0f} ms"
-            f" {'BROKEN' if tcp.broken else 'survived'}; "
+            f" {'BROKEN' if tcp.broken else 'survived'}, SNAT TCP "
+            + (
+                f"{snat_gap * 1000:.0f} ms survived; "
+                if snat_result.error is None
+                else f"BROKEN ({snat_result.error}); "
+            )
             + ", ".join(
                 f"{name} +{timeline[name] * 1000:.0f}" for name, _ in STAGES if name in timeline
             ),
@@ -286,6 +316,8 @@ async def main_async(cloud: Cloud, args: argparse.Namespace) -> Figures:
         await tenant.rule(group["id"], protocol="tcp", port_range_min=SSH, port_range_max=SSH)
         vm = await tenant.boot("host3", net, static=True)
         await cloud.lab.vm_exec(vm.name, ["ip", "route", "add", "default", "via", net.gateway])
+        snat_vm = await tenant.boot("host3", net, static=True)  # no floating IP: SNAT
+        await cloud.lab.vm_exec(snat_vm.name, ["ip", "route", "add", "default", "via", net.gateway])
         if args.bringups:
             print(f"router create + interface + gateway -> traffic, {args.bringups}x", flush=True)
             figures.bringups = await bringup(cloud, tenant, net, vm.name, args.bringups)
@@ -301,7 +333,15 @@ async def main_async(cloud: Cloud, args: argparse.Namespace) -> Figures:
         for kind in args.kinds:
             print(f"failover by {kind}, {args.runs}x", flush=True)
             await failovers(
-                cloud, router["id"], fip, vm.name, kind, args.runs, figures, args.heal_hold
+                cloud,
+                router["id"],
+                fip,
+                vm.name,
+                snat_vm.name,
+                kind,
+                args.runs,
+                figures,
+                args.heal_hold,
             )
     finally:
         await tenant.close()
@@ -333,6 +373,14 @@ def report(figures: Figures) -> None:
         print(
             f"{kind:>6}: ping {_ms(values)}; TCP {_ms(tcp)}, broken {figures.broken.get(kind, 0)}"
             f"  [{target}; Neutron L3 HA ~6800 ms, OVN BFD ~3000 ms]"
+        )
+    print("\n== SNAT TCP (no floating IP, the upstream speaks first after the failure) ==")
+    for kind, broken in figures.snat_broken.items():
+        survivors = figures.snat_gaps.get(kind, [])
+        print(
+            f"{kind:>6}: survived {len(survivors)}/{len(survivors) + broken},"
+            f" gap {_ms(survivors)}"
+            "  [target: all survive; Neutron L3 HA (no conntrackd): broken]"
         )
     print("\n== where the time goes (ms after the failure, median; from the agents' logs) ==")
     for kind, by_stage in figures.stages.items():
