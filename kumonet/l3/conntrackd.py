@@ -202,16 +202,17 @@ class ConntrackdProcess:
         """Run conntrackd with ``config``; True if it was (re)started. An unchanged
         configuration leaves a running daemon alone (its caches are the state)."""
         self.files.directory.mkdir(parents=True, exist_ok=True)
-        self._write_script(script)
         try:
             current = self.files.config.read_text()
         except FileNotFoundError:
             current = None
         pid = self.pid
         if pid is not None and current == config:
+            self._write_script(script)
             return False
         if pid is not None:
             await self.stop()
+        self._write_script(script)
         self.files.config.write_text(config)
         # A killed conntrackd leaves its lock file and socket; it refuses to start
         # while the lock file exists.
@@ -258,6 +259,8 @@ class ConntrackdProcess:
                     os.kill(pid, signal.SIGKILL)
         self.files.lock.unlink(missing_ok=True)
         self.files.socket.unlink(missing_ok=True)
+        self.files.config.unlink(missing_ok=True)
+        self.files.notify_script.unlink(missing_ok=True)
 
     async def _wait_for(
         self, done: Callable[[], bool], what: str, *, time_limit: float = 10.0

@@ -232,8 +232,10 @@ class L3Host:
             await self.conntrackd(plan.router_id).ensure(
                 plan.conntrackd_conf, plan.conntrackd_script
             )
-        else:
-            await self.conntrackd(plan.router_id).stop()
+        elif (conntrackd := self.conntrackd(plan.router_id)).files.config.exists():
+            # Sync turned off, or the router no longer HA (a stop removes the file,
+            # so routers that never had one skip the process scan).
+            await conntrackd.stop()
 
         action: KeepalivedAction | None = None
         if keepalived is not None and plan.keepalived_conf is not None:

@@ -14,6 +14,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 PING_INTERVAL = 0.05
+# A sparse push stream (tcp_probe push/answer), for failing a router while no
+# segment of the connection is in flight: a VM's segment lost in the failover
+# would be retransmitted through the new master and re-create the connection's
+# conntrack entry there by itself, hiding whether the state was synced.
+SPARSE_PUSH = 0.5
+QUIET_AFTER = 0.1  # after a line was echoed: the echo has arrived, the next line is far
 
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from .*icmp_seq=(\d+)", re.MULTILINE)
 
@@ -102,6 +108,11 @@ class TcpTalk:
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
 
+    def next_line(self) -> str:
+        """The next line the probe printed (``answer`` mode: ``got N``); blocks."""
+        assert self._proc.stdout is not None
+        return self._proc.stdout.readline().strip()
+
     def result(self) -> TalkResult:
         out, _ = self._proc.communicate(timeout=self.seconds + 60)
         data = json.loads(out.strip().splitlines()[-1])
@@ -116,10 +127,10 @@ class TcpTalk:
 class TcpServer:
     """An echo server (``mode`` ``push``: one that speaks first, see tcp_probe)."""
 
-    def __init__(self, ns: str, address: str, port: int, mode: str = "serve") -> None:
+    def __init__(self, ns: str, address: str, port: int, mode: str = "serve", *extra: str) -> None:
         self._proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, sys.executable, "-m", "tests.l3.tcp_probe", mode,
-             address, str(port)],
+             address, str(port), *extra],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self._proc.stdout is not None

@@ -3,13 +3,15 @@
     python -m tests.l3.tcp_probe serve ADDR PORT
     python -m tests.l3.tcp_probe whoami ADDR PORT        → the address the server saw
     python -m tests.l3.tcp_probe talk ADDR PORT SECONDS  → JSON: lines echoed, longest gap
-    python -m tests.l3.tcp_probe push ADDR PORT          (server that speaks first)
-    python -m tests.l3.tcp_probe answer ADDR PORT SECONDS → JSON: lines answered, longest gap
+    python -m tests.l3.tcp_probe push ADDR PORT [INTERVAL]  (server that speaks first)
+    python -m tests.l3.tcp_probe answer ADDR PORT SECONDS → "got N" per line, then JSON
 
-``push``/``answer`` turn the roles round: the server sends a line every 50 ms
-and the client (behind SNAT) only echoes, so after a failover the first packet
-of the connection comes from outside: a router that does not know the
-connection's translation never sees it re-created from inside.
+``push``/``answer`` turn the roles round: the server sends a line every
+INTERVAL seconds (0.05) and the client (behind SNAT) only echoes, telling each
+line it got (so a test can fail the router while nothing is in flight). After
+a failover the first packet of the connection then comes from outside: a
+router that does not know the connection's translation never sees it
+re-created from inside.
 
 ``talk`` sends a line every 50 ms on one connection and waits for each echo, so a
 connection that does not survive a failover shows as an error, and the longest
@@ -75,7 +77,7 @@ def talk(addr: str, port: int, seconds: float) -> None:
     print(json.dumps(result), flush=True)
 
 
-def push(addr: str, port: int) -> None:
+def push(addr: str, port: int, interval: float) -> None:
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind((addr, port))
@@ -83,10 +85,10 @@ def push(addr: str, port: int) -> None:
     print("ready", flush=True)
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=_push, args=(conn,), daemon=True).start()
+        threading.Thread(target=_push, args=(conn, interval), daemon=True).start()
 
 
-def _push(conn: socket.socket) -> None:
+def _push(conn: socket.socket, interval: float) -> None:
     with conn, conn.makefile("rwb") as stream:
         n = 0
         while True:
@@ -95,7 +97,7 @@ def _push(conn: socket.socket) -> None:
             stream.flush()
             if stream.readline().strip() != str(n).encode():
                 return
-            time.sleep(0.05)
+            time.sleep(interval)
 
 
 def answer(addr: str, port: int, seconds: float) -> None:
@@ -112,6 +114,7 @@ def answer(addr: str, port: int, seconds: float) -> None:
                     raise RuntimeError("connection closed")
                 stream.write(line)
                 stream.flush()
+                print(f"got {line.decode().strip()}", flush=True)
                 now = time.monotonic()
                 result["max_gap_ms"] = max(float(result["max_gap_ms"]), (now - last) * 1000)  # type: ignore[arg-type]
                 result["echoed"] = int(result["echoed"]) + 1  # type: ignore[call-overload]
@@ -128,7 +131,7 @@ if __name__ == "__main__":
     elif mode == "whoami":
         whoami(addr, port)
     elif mode == "push":
-        push(addr, port)
+        push(addr, port, float(sys.argv[4]) if len(sys.argv) > 4 else 0.05)
     elif mode == "answer":
         answer(addr, port, float(sys.argv[4]))
     else:
