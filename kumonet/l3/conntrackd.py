@@ -23,7 +23,6 @@ each uses its own UDP port, derived from its VRRP id (unique in that network).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import ipaddress
@@ -34,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kumonet.l3.command import in_namespace, run
+from kumonet.l3.process import cmdline, wait_until
 
 CONNTRACKD = "conntrackd"
 MULTICAST_GROUP = "225.0.0.50"
@@ -165,14 +165,6 @@ def notify_script(files: ConntrackdFiles) -> str:
     )
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
-
-
 @dataclass(frozen=True, slots=True)
 class ConntrackdProcess:
     """conntrackd for one router: ``files`` under the state path, in ``namespace``."""
@@ -189,7 +181,7 @@ class ConntrackdProcess:
         wanted = self._argv()
         for name in os.listdir("/proc"):
             if name.isdigit():
-                argv = _cmdline(int(name))
+                argv = cmdline(int(name))
                 if argv and Path(argv[0]).name == CONNTRACKD and argv[1:] == wanted[1:]:
                     return int(name)
         return None
@@ -265,9 +257,5 @@ class ConntrackdProcess:
     async def _wait_for(
         self, done: Callable[[], bool], what: str, *, time_limit: float = 10.0
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + time_limit
-        while not done():
-            if loop.time() > deadline:
-                raise ConntrackdError(f"conntrackd for {self.namespace} did not {what}")
-            await asyncio.sleep(0.01)
+        if not await wait_until(done, time_limit=time_limit):
+            raise ConntrackdError(f"conntrackd for {self.namespace} did not {what}")

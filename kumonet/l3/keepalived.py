@@ -20,6 +20,7 @@ from pathlib import Path
 
 from kumonet.l3.command import in_namespace, run
 from kumonet.l3.plan import KeepalivedFiles
+from kumonet.l3.process import cmdline, wait_until
 
 KEEPALIVED = "keepalived"
 
@@ -39,14 +40,6 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _cmdline(pid: int) -> list[str]:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def _is_zombie(pid: int) -> bool:
@@ -70,7 +63,7 @@ class KeepalivedProcess:
         pid = _read_pid(pidfile)
         if pid is None or _is_zombie(pid):
             return None
-        argv = _cmdline(pid)
+        argv = cmdline(pid)
         config_arg = f"--use-file={self.files.config}"
         if not argv or Path(argv[0]).name != KEEPALIVED or config_arg not in argv:
             return None
@@ -158,12 +151,8 @@ class KeepalivedProcess:
     async def _wait_for(
         self, done: Callable[[], bool], what: str, *, time_limit: float = 10.0
     ) -> None:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + time_limit
-        while not done():
-            if loop.time() > deadline:
-                raise KeepalivedError(f"keepalived for {self.namespace} did not {what}")
-            await asyncio.sleep(0.01)
+        if not await wait_until(done, time_limit=time_limit):
+            raise KeepalivedError(f"keepalived for {self.namespace} did not {what}")
 
 
 class KeepalivedMonitor:
