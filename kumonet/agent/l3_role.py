@@ -44,6 +44,16 @@ others would yield to it). A held master that was replaced stays lowered and
 unreported until VRRP makes it a standby (hearing the other master), or until
 the other host's report goes or says standby (it is a master alone again).
 
+A takeover whose report did not get through (the servers unreachable at the
+transition: this host may be the one cut off, a standby that lost its peers)
+is held the same way, from the failed report on. When the servers answer and
+show another master, the takeover stays unreported for ``VRRP_SETTLE`` more:
+if the partition healed, this host (lowered) hears the other master and
+yields, and the ports never move here and back (a lost packet on the heal).
+If it is still master after that, the other one does not hear it (dead with
+its lease not expired yet, or still cut off): it is reported, and the latest
+transition wins as usual.
+
 VRRP transitions arrive through ``on_ha_state`` (keepalived's notify FIFO, read
 on the event loop) and are sent at once by their own task to
 ``PUT /v1/agent/routers/{id}/ha_state``; a report that fails is retried with the
@@ -89,6 +99,11 @@ ISOLATION_INTERVALS = 1.5
 #: skew of (256 - priority)/256 adverts: 200 waits 0.32 s at 0.1 s adverts where
 #: Neutron's 50 waits 0.38 s.
 VRRP_PRIORITY = 200
+#: How long an unreported takeover waits for VRRP to settle it once the servers
+#: show another master (module docstring): at least a second, and at least ten
+#: adverts (the master-down interval is about 3.2 adverts).
+VRRP_SETTLE_MIN = 1.0
+VRRP_SETTLE_ADVERTS = 10
 
 
 class L3Role:
@@ -136,6 +151,12 @@ class L3Role:
         # Masters here while cut off, not yet checked against fresh HA states: the
         # revision of this host's report of the transition, when the mirror had it.
         self._held: dict[str, int | None] = {}
+        # Held takeovers whose report never got through → when they are reported
+        # anyway if VRRP has not settled them (None: the servers not read yet).
+        self._unreported: dict[str, float | None] = {}
+        self.vrrp_settle = max(
+            VRRP_SETTLE_MIN, VRRP_SETTLE_ADVERTS * self.settings.vrrp.advert_int
+        )
         self._check_due = asyncio.Event()  # contact is back: check the held masters
         self._started: set[str] = set()  # keepalived started by the last reconcile
         self.passes = 0
@@ -386,6 +407,7 @@ class L3Role:
             self.local_active.pop(router_id, None)
             self._unacknowledged.discard(router_id)
             self._held.pop(router_id, None)
+            self._unreported.pop(router_id, None)
             changed.append(f"-{router_id}")
         for router_id, intent in sorted(wanted.items()):
             if self._applied.get(router_id) == intent:
@@ -407,6 +429,7 @@ class L3Role:
         LOG.info("router %s is now %s here", router_id, state.value)
         # A transition of its own (a standby now, or a new master): nothing to hold.
         self._held.pop(router_id, None)
+        self._unreported.pop(router_id, None)
         self._pending[router_id] = (state, time.monotonic())
         self._unacknowledged.add(router_id)
         self._report_due.set()
@@ -431,6 +454,20 @@ class L3Role:
                         router_id, self.config.host, state.value
                     )
                 except ServerUnavailable as error:
+                    if state is RouterHAState.ACTIVE and router_id not in self._pending:
+                        # Maybe this host is the one cut off: held, and reported
+                        # by the check once the servers answer (module docstring).
+                        LOG.warning(
+                            "takeover of %s not reported (%s): held until the servers'"
+                            " HA states are read",
+                            router_id,
+                            error,
+                        )
+                        self._held[router_id] = None
+                        self._unreported[router_id] = None
+                        self._check_due.set()
+                        self.update_offsets()
+                        continue
                     LOG.warning("HA state report of %s failed, will retry: %s", router_id, error)
                     # A newer transition queued meanwhile wins over the retry.
                     self._pending.setdefault(router_id, (state, since))
@@ -481,17 +518,41 @@ class L3Role:
                 )
         self.update_offsets()
 
-    def settle_held(self, ha_states: Mapping[str, Mapping[str, HaReport]]) -> list[str]:
+    def settle_held(
+        self, ha_states: Mapping[str, Mapping[str, HaReport]], *, now: float | None = None
+    ) -> list[str]:
         """Release the held masters that no other host replaced according to
-        ``ha_states`` (fresh from the servers): their ACTIVE is queued for a report
-        and they stay lowered until it is acknowledged. Returns those still held."""
+        ``ha_states`` (fresh from the servers), and the unreported takeovers that
+        VRRP did not settle in time: their ACTIVE is queued for a report and they
+        stay lowered until it is acknowledged. Returns those still held."""
         here = self.config.host
+        now = time.monotonic() if now is None else now
         released = []
         for router_id, recorded in list(self._held.items()):
             if not self.local_active.get(router_id):
                 del self._held[router_id]
+                self._unreported.pop(router_id, None)
                 continue
             states = ha_states.get(router_id, {})
+            if router_id in self._unreported:
+                if any(h != here and r.state == ACTIVE for h, r in states.items()):
+                    deadline = self._unreported[router_id]
+                    if deadline is None:
+                        deadline = self._unreported[router_id] = now + self.vrrp_settle
+                    if now < deadline:
+                        continue  # another master stands: VRRP may settle it
+                    LOG.warning(
+                        "router %s: still master %.1f s after the servers answered,"
+                        " beside another: reporting the takeover",
+                        router_id,
+                        self.vrrp_settle,
+                    )
+                del self._held[router_id]
+                del self._unreported[router_id]
+                released.append(router_id)
+                self._pending[router_id] = (RouterHAState.ACTIVE, time.monotonic())
+                self._unacknowledged.add(router_id)
+                continue
             mine = states.get(here)
             since = recorded
             if since is None and mine is not None and mine.state == ACTIVE:
@@ -539,8 +600,18 @@ class L3Role:
                         held,
                     )
             if held:
-                await asyncio.sleep(self.config.report_interval / 2)
+                await asyncio.sleep(self._next_check())
                 self._check_due.set()
+
+    def _next_check(self) -> float:
+        """Half a report interval, or less when an unreported takeover's time to
+        settle ends sooner."""
+        delay = self.config.report_interval / 2
+        now = time.monotonic()
+        for deadline in self._unreported.values():
+            if deadline is not None:
+                delay = min(delay, max(deadline - now, 0.05))
+        return delay
 
     async def _contact_loop(self) -> None:
         """Tell when this host is cut off from the servers while it is a master.

@@ -74,6 +74,7 @@ class ServerClient:
         self._urls = list(urls)
         self._request_timeout = request_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._fresh_session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ServerClient:
         return self
@@ -82,11 +83,19 @@ class ServerClient:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            session, self._session = self._session, None
-            await session.close()
+        for session in (self._session, self._fresh_session):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh_session = None
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self, *, fresh: bool = False) -> aiohttp.ClientSession:
+        """The pooled session, or (``fresh``) one opening a connection per request."""
+        if fresh:
+            if self._fresh_session is None:
+                self._fresh_session = aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(limit=4, force_close=True)
+                )
+            return self._fresh_session
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 json_serialize=lambda obj: orjson.dumps(obj).decode(),
@@ -103,14 +112,23 @@ class ServerClient:
         body: Any = None,
         seconds: float | None = None,
         ok: tuple[int, ...] = (200,),
+        connect_within: float | None = None,
     ) -> tuple[int, Any]:
-        """One request, tried on each server in turn; returns (status, JSON or None)."""
+        """One request, tried on each server in turn; returns (status, JSON or None).
+
+        ``connect_within``: sent on a new connection, given up unless it is
+        established in that time. A request on a pooled connection is written at
+        once, and if the path is cut TCP retransmits it until the path heals: it
+        may reach the server many seconds late. On a new connection nothing is
+        sent before the handshake: a request given up is never delivered."""
         errors: list[str] = []
-        client_timeout = aiohttp.ClientTimeout(total=seconds or self._request_timeout)
+        client_timeout = aiohttp.ClientTimeout(
+            total=seconds or self._request_timeout, sock_connect=connect_within
+        )
         for _ in range(len(self._urls)):
             url = self._urls[0]
             try:
-                async with self._client().request(
+                async with self._client(fresh=connect_within is not None).request(
                     method,
                     url + path,
                     params=params,
@@ -203,14 +221,23 @@ class ServerClient:
             if "error" in result:
                 LOG.warning("port %s status not set: %s", result.get("id"), result["error"])
 
-    async def report_ha_state(self, router_id: str, host: str, state: str) -> bool:
+    async def report_ha_state(
+        self, router_id: str, host: str, state: str, *, connect_within: float = 1.0
+    ) -> bool:
         """Report this host's VRRP role for a router; False if refused (404: the
-        host's lease expired: register again, then report every state)."""
+        host's lease expired: register again, then report every state).
+
+        On a new connection (see ``_request``): a transition is reported promptly
+        or not at all, never seconds later when it may be stale (a host cut off
+        that became master, and yielded again since, must not be announced as
+        the master when its path heals). ServerUnavailable if not connected
+        within ``connect_within`` s on any server."""
         status, data = await self._request(
             "PUT",
             f"/v1/agent/routers/{router_id}/ha_state",
             body={"host": host, "state": state},
             ok=(200, 404),
+            connect_within=connect_within,
         )
         if status != 200:
             LOG.warning("ha_state of %s refused: HTTP %s %s", router_id, status, data)

@@ -10,7 +10,7 @@ from pathlib import Path
 from kumonet.agent.config import AgentConfig
 from kumonet.agent.l3_role import DEMOTION, TAKEOVER_BOOST, L3Role
 from kumonet.agent.mirror import HaReport, IntentMirror
-from kumonet.agent.server_client import ServerClient
+from kumonet.agent.server_client import ServerClient, ServerUnavailable
 from kumonet.l3.ha_state import RouterHAState
 from kumonet.l3.keepalived import read_priority_offset
 from kumonet.l3.plan import KeepalivedFiles, plan_router
@@ -273,3 +273,108 @@ async def test_a_held_master_alone_again_is_released(tmp_path: Path) -> None:
         # host2's report went (its lease expired): host1 is the master again.
         assert role.settle_held({"r1": {"host2": HaReport("standby", 11)}}) == []
         assert role._pending["r1"][0] is RouterHAState.ACTIVE
+
+
+async def _report_loop_with(role: L3Role, answer: Exception | None) -> list[str]:
+    """Run the report loop until it has taken what is queued; ``answer`` raised
+    by every report (None: accepted). Returns the states sent."""
+    sent: list[str] = []
+
+    async def report(router_id: str, host: str, state: str) -> bool:
+        sent.append(state)
+        if answer is not None:
+            raise answer
+        return True
+
+    role.client = types.SimpleNamespace(report_ha_state=report)  # type: ignore[assignment]
+    loop = asyncio.create_task(role._report_loop())
+    try:
+        for _ in range(100):
+            if not role._pending:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
+    finally:
+        loop.cancel()
+    return sent
+
+
+async def test_an_unreported_takeover_waits_for_vrrp_before_it_is_reported(
+    tmp_path: Path,
+) -> None:
+    """A standby cut off from its peers and the servers becomes master; its
+    report does not get through. It is not retried blindly (landing after the
+    heal, it would move the router's ports here while VRRP makes this host a
+    standby again): held and lowered, reported only if it is still master
+    ``vrrp_settle`` after the servers show the other master."""
+    mirror = IntentMirror()
+    seed(mirror)
+    mirror.ha_states["r1"] = {"host2": HaReport("active", 5), "host1": HaReport("standby", 4)}
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = L3Role(config(tmp_path), client, mirror)
+        role._on_ha_state("r1", RouterHAState.ACTIVE)
+        sent = await _report_loop_with(role, ServerUnavailable("cut off"))
+        assert sent == ["active"]  # tried once...
+        assert not role._pending  # ...and not queued again
+        assert role._check_due.is_set()
+        assert role.priority_offset("r1") == -DEMOTION
+        # The servers answer again and still show host2 active: VRRP gets its time.
+        fresh = {"r1": {"host2": HaReport("active", 5), "host1": HaReport("standby", 4)}}
+        assert role.settle_held(fresh, now=100.0) == ["r1"]
+        assert role.settle_held(fresh, now=100.0 + role.vrrp_settle - 0.01) == ["r1"]
+        assert not role._pending
+        # Still master after that: host2 does not hear this host; the takeover is
+        # reported (the latest transition wins), lowered until acknowledged.
+        assert role.settle_held(fresh, now=100.0 + role.vrrp_settle) == []
+        assert role._pending["r1"][0] is RouterHAState.ACTIVE
+        assert role.priority_offset("r1") == -DEMOTION
+
+
+async def test_an_unreported_takeover_that_vrrp_settles_is_never_reported(
+    tmp_path: Path,
+) -> None:
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = L3Role(config(tmp_path), client, mirror)
+        role._on_ha_state("r1", RouterHAState.ACTIVE)
+        await _report_loop_with(role, ServerUnavailable("cut off"))
+        fresh = {"r1": {"host2": HaReport("active", 5)}}
+        assert role.settle_held(fresh, now=10.0) == ["r1"]
+        # The heal: host1 hears host2's adverts (at a higher priority) and yields.
+        role._on_ha_state("r1", RouterHAState.STANDBY)
+        assert role._held == {} and role._unreported == {}
+        assert await _report_loop_with(role, None) == ["standby"]
+        assert role.priority_offset("r1") == 0
+        assert role.settle_held(fresh, now=10.0 + 2 * role.vrrp_settle) == []
+        assert not role._pending
+
+
+async def test_an_unreported_takeover_alone_is_reported_when_the_servers_answer(
+    tmp_path: Path,
+) -> None:
+    """The master died while this host was cut off from the servers too: no
+    other master stands, the takeover is reported at the first answer."""
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = L3Role(config(tmp_path), client, mirror)
+        role._on_ha_state("r1", RouterHAState.ACTIVE)
+        await _report_loop_with(role, ServerUnavailable("cut off"))
+        fresh = {"r1": {"host2": HaReport("standby", 7)}}
+        assert role.settle_held(fresh, now=10.0) == []
+        assert role._pending["r1"][0] is RouterHAState.ACTIVE
+        assert await _report_loop_with(role, None) == ["active"]
+        assert role.priority_offset("r1") == 0
+
+
+async def test_a_failed_standby_report_is_retried(tmp_path: Path) -> None:
+    mirror = IntentMirror()
+    seed(mirror)
+    async with ServerClient(["http://127.0.0.1:1"]) as client:
+        role = L3Role(config(tmp_path), client, mirror)
+        role._on_ha_state("r1", RouterHAState.STANDBY)
+        sent = await _report_loop_with(role, ServerUnavailable("cut off"))
+        assert sent and set(sent) == {"standby"}
+        assert role._held == {}
+        assert role._pending["r1"][0] is RouterHAState.STANDBY  # queued again

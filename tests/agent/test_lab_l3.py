@@ -300,9 +300,11 @@ async def test_snat_connection_survives_failover_with_conntrack_sync(
                     return (await l3_cloud.l3_agents_of(seed.router_id)).get(backup) == "active"
 
                 await eventually(flipped, f"{backup} active in the API after {how} failure")
-                result = await asyncio.to_thread(answer.result)
             finally:
+                # Back before its agent counts as dead: the talk goes on for seconds,
+                # and a host dead that long has the router moved off it.
                 await lab.recover_host(master)
+            result = await asyncio.to_thread(answer.result)
         finally:
             server.stop()
         print(f"\nSNAT {how} failure, sync={sync}: {result} (failed at {failure.at:.3f})")
