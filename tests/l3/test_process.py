@@ -9,12 +9,16 @@ from kumonet.l3.process import cmdline, wait_until
 
 
 def test_cmdline_of_a_live_process_and_of_a_gone_one() -> None:
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    argv = [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(30)"]
+    child = subprocess.Popen(argv, stdout=subprocess.PIPE)
     try:
-        assert cmdline(child.pid) == [sys.executable, "-c", "import time; time.sleep(30)"]
+        # Read once it runs: between fork and exec its cmdline is empty.
+        assert child.stdout is not None and child.stdout.readline() == b"up\n"
+        assert cmdline(child.pid) == argv
     finally:
         child.kill()
         child.wait()
+        child.stdout.close()
     assert cmdline(child.pid) == []
 
 
