@@ -25,6 +25,7 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from kumonet.dataplane.inet_checksum import checksum
 from kumonet.dataplane.intent import Intent, Port, Subnet
 
 DISCOVER, OFFER, REQUEST, DECLINE, ACK, NAK, RELEASE, INFORM = range(1, 9)
@@ -214,24 +215,15 @@ def _options(
     return b"".join(parts)
 
 
-def _checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def _frame(src_mac: str, dst_mac: str, src_ip: str, dst_ip: str, payload: bytes) -> bytes:
     src, dst = ipaddress.IPv4Address(src_ip).packed, ipaddress.IPv4Address(dst_ip).packed
     udp_length = 8 + len(payload)
     pseudo = src + dst + struct.pack("!BBH", 0, 17, udp_length)
     udp_header = struct.pack("!HHHH", SERVER_PORT, CLIENT_PORT, udp_length, 0)
-    udp_checksum = _checksum(pseudo + udp_header + payload) or 0xFFFF
+    udp_checksum = checksum(pseudo + udp_header + payload) or 0xFFFF
     udp = struct.pack("!HHHH", SERVER_PORT, CLIENT_PORT, udp_length, udp_checksum) + payload
     ip_header = struct.pack("!BBHHHBBH4s4s", 0x45, 0x10, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)
-    ip_header = ip_header[:10] + struct.pack("!H", _checksum(ip_header)) + ip_header[12:]
+    ip_header = ip_header[:10] + struct.pack("!H", checksum(ip_header)) + ip_header[12:]
     return _mac_bytes(dst_mac) + _mac_bytes(src_mac) + b"\x08\x00" + ip_header + udp
 
 

@@ -12,6 +12,8 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
+from kumonet.dataplane.inet_checksum import checksum
+
 ETH_IPV6 = 0x86DD
 NEXT_UDP = 17
 NEXT_ICMPV6 = 58
@@ -80,16 +82,6 @@ def parse_ipv6(frame: bytes) -> Ipv6Packet | None:
         hop_limit=hop_limit,
         payload=frame[start : start + length],
     )
-
-
-def checksum(data: bytes) -> int:
-    """The Internet checksum (RFC 1071) of ``data``."""
-    if len(data) % 2:
-        data += b"\x00"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
 
 
 def upper_checksum(
