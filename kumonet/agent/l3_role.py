@@ -535,37 +535,23 @@ class L3Role:
                 continue
             states = ha_states.get(router_id, {})
             if router_id in self._unreported:
-                if any(h != here and r.state == ACTIVE for h, r in states.items()):
-                    deadline = self._unreported[router_id]
-                    if deadline is None:
-                        deadline = self._unreported[router_id] = now + self.vrrp_settle
-                    if now < deadline:
-                        continue  # another master stands: VRRP may settle it
-                    LOG.warning(
-                        "router %s: still master %.1f s after the servers answered,"
-                        " beside another: reporting the takeover",
-                        router_id,
-                        self.vrrp_settle,
-                    )
-                del self._held[router_id]
+                if self._settling(router_id, states, now):
+                    continue  # another master stands: VRRP may settle it
                 del self._unreported[router_id]
-                released.append(router_id)
-                self._pending[router_id] = (RouterHAState.ACTIVE, time.monotonic())
-                self._unacknowledged.add(router_id)
-                continue
-            mine = states.get(here)
-            since = recorded
-            if since is None and mine is not None and mine.state == ACTIVE:
-                since = mine.revision  # our lease held: the original report
-            newer = [
-                host
-                for host, report in states.items()
-                if host != here
-                and report.state == ACTIVE
-                and (since is None or report.revision > since)
-            ]
-            if newer:
-                continue  # replaced while cut off: yield to it
+            else:
+                mine = states.get(here)
+                since = recorded
+                if since is None and mine is not None and mine.state == ACTIVE:
+                    since = mine.revision  # our lease held: the original report
+                newer = [
+                    host
+                    for host, report in states.items()
+                    if host != here
+                    and report.state == ACTIVE
+                    and (since is None or report.revision > since)
+                ]
+                if newer:
+                    continue  # replaced while cut off: yield to it
             del self._held[router_id]
             released.append(router_id)
             self._pending[router_id] = (RouterHAState.ACTIVE, time.monotonic())
@@ -575,6 +561,25 @@ class L3Role:
             self._report_due.set()
         self.update_offsets()
         return sorted(self._held)
+
+    def _settling(self, router_id: str, states: Mapping[str, HaReport], now: float) -> bool:
+        """Whether an unreported takeover still waits for VRRP: another master
+        stands, and ``vrrp_settle`` has not passed since the servers first said so."""
+        here = self.config.host
+        if not any(h != here and r.state == ACTIVE for h, r in states.items()):
+            return False
+        deadline = self._unreported[router_id]
+        if deadline is None:
+            deadline = self._unreported[router_id] = now + self.vrrp_settle
+        if now < deadline:
+            return True
+        LOG.warning(
+            "router %s: still master %.1f s after the servers answered, beside another:"
+            " reporting the takeover",
+            router_id,
+            self.vrrp_settle,
+        )
+        return False
 
     async def _held_loop(self) -> None:
         """Check the held masters against the servers' HA states when contact comes
